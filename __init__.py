@@ -1,0 +1,11 @@
+"""Embedding Change: a QGIS plugin that finds the unusual years in satellite-embedding time series.
+
+The engine lives in `core` (pure Python, no QGIS); QGIS loads the plugin through `classFactory`.
+"""
+
+
+def classFactory(iface):  # noqa: N802 (QGIS's name)
+    """Called by QGIS to load the plugin."""
+    from .provider.plugin import EmbeddingChangePlugin
+
+    return EmbeddingChangePlugin(iface)
