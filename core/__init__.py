@@ -1,7 +1,7 @@
 """The engine: embedding cube in, change scores Zarr out; multiscale pyramids. Never imports qgis.
 
-    from embedding_change.core import compute_change_scores
-    compute_change_scores("s3://bucket/aef.zarr", "scores.zarr", bbox=(xmin, ymin, xmax, ymax))
+from embedding_change.core import compute_change_scores
+compute_change_scores("s3://bucket/aef.zarr", "scores.zarr", bbox=(xmin, ymin, xmax, ymax))
 """
 
 from .errors import (

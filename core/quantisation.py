@@ -46,21 +46,3 @@ class Quantisation:
                 nodata = int(np.iinfo(dtype).min) if dtype.kind == "i" else None
             return cls(method, nodata)
         return cls(method, None)
-
-    def table(self, dtype: np.dtype, dequantise: bool) -> tuple[np.ndarray, int] | None:
-        """Lookup table from 8-bit stored values to float32, and the index offset.
-
-        `dequantise=False` keeps the raw values (the plain "cosine" metric). None for
-        dtypes that are not 8-bit integers: the kernel then reads the values as they are.
-        """
-        dtype = np.dtype(dtype)
-        if dtype.kind not in "iu" or dtype.itemsize != 1:
-            return None
-        offset = 128 if dtype.kind == "i" else 0
-        q = np.arange(256, dtype=np.float64) - offset
-        if dequantise and self.method == SIGNED_SQUARE:
-            values = np.sign(q) * (q / 127.5) ** 2
-        else:
-            values = q
-        return values.astype(np.float32), offset
-

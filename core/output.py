@@ -1,0 +1,147 @@
+"""The scores Zarr: its layout, where a run writes it, and how a run finishes or cleans up.
+
+A run writes into a hidden sibling (`.<name>.partial-<id>`) for local outputs and renames it
+into place only when every tile is written, so an output that exists is complete. Remote outputs
+cannot be renamed cheaply: they are written in place and deleted on failure or cancel.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import fsspec
+import numpy as np
+import xarray as xr
+import zarr
+
+from .errors import OutputError
+from .grid import Grid
+from .store import is_remote, storage_options_for, store_url, zarr_store
+
+OUTPUT_CHUNK = 256
+SCORES = "scores"
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where a run writes (`url`) and where the result must end up (`final_url`)."""
+
+    final_url: str
+    url: str
+    storage_options: dict
+
+    @classmethod
+    def prepare(cls, output, storage_options: dict | None = None) -> OutputTarget:
+        """Refuse an existing or unwritable output; pick the working location."""
+        final = store_url(output)
+        if is_remote(final):
+            options = storage_options_for(final, storage_options)
+            fs, path = fsspec.core.url_to_fs(final, **options)
+            if fs.exists(path):
+                raise OutputError(
+                    f"The output {final} already exists; choose a new name or delete it first."
+                )
+            return cls(final, final, options)
+        path = Path(final)
+        if path.exists():
+            raise OutputError(
+                f"The output {final} already exists; choose a new name or delete it first."
+            )
+        parent = path.parent
+        if not parent.is_dir():
+            raise OutputError(f"The output folder {parent} does not exist; create it first.")
+        if not os.access(parent, os.W_OK):
+            raise OutputError(
+                f"The output folder {parent} is not writable; choose a folder you can write to."
+            )
+        partial = parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+        return cls(final, str(partial), {})
+
+    def finish(self) -> None:
+        """Make the written store visible under its final name."""
+        zarr.consolidate_metadata(zarr_store(self.url, self.storage_options, read_only=False))
+        if self.url != self.final_url:
+            os.replace(self.url, self.final_url)
+
+    def discard(self) -> None:
+        """Remove whatever the run wrote."""
+        if is_remote(self.url):
+            fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        else:
+            shutil.rmtree(self.url, ignore_errors=True)
+
+
+def crs_attribute(crs: str | None) -> dict | None:
+    """GDAL's `_CRS` attribute, which it needs to georeference a Zarr array (PLATFORM.md)."""
+    if not crs:
+        return None
+    if crs.upper().startswith("EPSG:"):
+        return {"url": f"http://www.opengis.net/def/crs/EPSG/0/{crs.split(':', 1)[1]}"}
+    return {"wkt": crs}
+
+
+def create_scores_store(
+    target: OutputTarget,
+    grid: Grid,
+    years,
+    labels: list[str],
+    attrs: dict,
+    zarr_format: int | None,
+) -> None:
+    """Write the empty scores dataset: metadata, coordinates and a NaN-filled `scores` array."""
+    ny, nx = grid.shape
+    shape = (len(years), len(labels), ny, nx)
+    chunks = (1, 1, OUTPUT_CHUNK, OUTPUT_CHUNK)
+    placeholder = da.full(shape, np.nan, dtype=np.float32, chunks=chunks)
+    scores_attrs = {"long_name": "change scores, one band per score"}
+    crs = crs_attribute(grid.crs)
+    if crs:
+        scores_attrs["_CRS"] = crs
+    ds = xr.Dataset(
+        {SCORES: (("time", "band", "y", "x"), placeholder, scores_attrs)},
+        coords={
+            "time": ("time", np.asarray(years, dtype=np.int32)),
+            # GDAL 3.6 cannot parse v2 variable-length strings; v3 has a standard string type.
+            "band": ("band", np.asarray(labels, dtype=object if zarr_format == 3 else str)),
+            "y": ("y", grid.y_coords(0, ny)),
+            "x": ("x", grid.x_coords(0, nx)),
+        },
+        attrs={**attrs, **grid.spatial_attrs()},
+    )
+    encoding = {SCORES: {"chunks": chunks, "_FillValue": np.float32(np.nan)}}
+    try:
+        ds.to_zarr(
+            target.url,
+            mode="w-",
+            compute=False,
+            zarr_format=zarr_format,
+            encoding=encoding,
+            consolidated=False,
+            storage_options=target.storage_options or None,
+        )
+    except (OSError, PermissionError) as exc:
+        raise OutputError(f"Cannot write the output {target.final_url}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _scores_array(url: str, options_json: str) -> zarr.Array:
+    """The output array, opened once per process (write tasks run on dask workers)."""
+    store = zarr_store(url, json.loads(options_json), read_only=False)
+    return zarr.open_array(store, path=SCORES)
+
+
+def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: int) -> int:
+    """Write a (time, band, y, x) tile at output pixel (y0, x0); returns the pixels written."""
+    array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
+    _, _, h, w = tile.shape
+    array[:, :, y0 : y0 + h, x0 : x0 + w] = tile
+    return h * w

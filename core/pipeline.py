@@ -1,0 +1,197 @@
+"""The block pipeline: embedding cube in, change scores Zarr out, streaming on dask.
+
+Blocks follow the store's chunk edges, so each reads whole chunks once: all years and bands
+of its pixels. Scored blocks are regrouped into 256 x 256 output tiles (the output grid starts
+at the window's corner, not at a chunk edge) and each tile is written by exactly one task.
+Memory stays at a few blocks per worker thread, whatever the window's size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
+
+from . import kernels
+from .errors import ParameterError
+from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
+from .quantisation import SIGNED_SQUARE
+from .scheduling import run_tasks
+from .store import EmbeddingStore, cached_embedding_store, open_embedding_store
+from .window import PixelWindow, blocks, pixel_window
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """What a block task needs, in plain values so it travels to dask workers."""
+
+    url: str
+    variable: str
+    storage_options: dict
+    year_indices: tuple[int, ...]
+    methods: tuple[str, ...]
+    metric: str
+    robust_zscore: bool
+
+
+def compute_change_scores(
+    store,
+    output,
+    *,
+    bbox=None,
+    variable: str = "embeddings",
+    methods=kernels.METHODS,
+    metric: str = "alpha_earth_cosine",
+    robust_zscore: bool = True,
+    years=None,
+    storage_options: dict | None = None,
+    zarr_format: int | None = None,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    scheduler=None,
+    output_storage_options: dict | None = None,
+) -> xr.Dataset:
+    """Score every pixel of the box's window and write the scores Zarr; returns it opened.
+
+    bbox is (xmin, ymin, xmax, ymax) in the store's CRS (None: the whole store). progress(f)
+    is called with the fraction of output tiles written; cancel() returning True stops the
+    run soon and removes its output. scheduler: None for local threads, a dask.distributed
+    address or Client to run on a cluster.
+    """
+    started = time.perf_counter()
+    methods = kernels.check_methods_and_metric(methods, metric)
+    if zarr_format not in (None, 2, 3):
+        raise ParameterError(f"zarr_format must be 2, 3 or None, not {zarr_format!r}.")
+    source = open_embedding_store(store, variable, storage_options)
+    year_indices = select_years(source, years)
+    window = pixel_window(source.grid, bbox)
+    target = OutputTarget.prepare(output, output_storage_options)
+    job = BlockJob(
+        source.url,
+        variable,
+        source.storage_options,
+        year_indices,
+        methods,
+        metric,
+        robust_zscore,
+    )
+    labels = kernels.score_labels(methods, metric, robust_zscore)
+    chosen_years = [int(source.times[i]) for i in year_indices]
+    attrs = run_attributes(source, window, chosen_years, methods, metric, robust_zscore)
+    try:
+        create_scores_store(
+            target,
+            source.grid.subset(window.row0, window.row1, window.col0, window.col1),
+            chosen_years,
+            labels,
+            attrs,
+            zarr_format,
+        )
+        writes = tile_writes(job, source, window, len(labels), target)
+        run_tasks(writes, progress=progress, cancel=cancel, scheduler=scheduler)
+        target.finish()
+    except BaseException:
+        target.discard()
+        raise
+    result = xr.open_zarr(
+        target.final_url, storage_options=target.storage_options or None, consolidated=True
+    )
+    result.attrs["embedding_change:seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def select_years(source: EmbeddingStore, years) -> tuple[int, ...]:
+    """Indices of the chosen years in the store's time axis (all when None), in time order."""
+    if years is None:
+        return tuple(range(len(source.times)))
+    wanted = sorted({int(y) for y in years})
+    available = [int(t) for t in source.times]
+    missing = [y for y in wanted if y not in available]
+    if missing:
+        raise ParameterError(
+            f"Years {missing} are not in the store, which has {available[0]}..{available[-1]}."
+        )
+    if len(wanted) < 2:
+        raise ParameterError("Change scores need at least two years; choose more years.")
+    return tuple(available.index(y) for y in wanted)
+
+
+def run_attributes(source, window, years, methods, metric, robust_zscore) -> dict:
+    """Provenance of a run, kept in the output's attributes and shown in QGIS's log."""
+    n_bands = source.array.shape[1]
+    return {
+        "embedding_change:source": source.url,
+        "embedding_change:variable": source.variable,
+        "embedding_change:window": {
+            "row0": window.row0,
+            "row1": window.row1,
+            "col0": window.col0,
+            "col1": window.col1,
+        },
+        "embedding_change:pixels": window.size,
+        "embedding_change:years": years,
+        "embedding_change:bytes_read": window.size * len(years) * n_bands * source.dtype.itemsize,
+        "embedding_change:methods": list(methods),
+        "embedding_change:metric": metric,
+        "embedding_change:robust_time_zscore": robust_zscore,
+    }
+
+
+def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
+    """Read all years and bands of a block's pixels and score them: (time, score, y, x)."""
+    source = cached_embedding_store(job.url, job.variable, job.storage_options)
+    rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
+    if job.year_indices == tuple(range(source.array.shape[0])):
+        values = source.array[:, :, rows, cols]
+    else:
+        values = source.array.get_orthogonal_selection(
+            (list(job.year_indices), slice(None), rows, cols)
+        )
+    return kernels.change_scores(
+        values,
+        methods=job.methods,
+        metric=job.metric,
+        robust_zscore=job.robust_zscore,
+        signed_square=source.quantisation.method == SIGNED_SQUARE,
+        nodata=source.quantisation.nodata,
+    )
+
+
+def tile_writes(job, source, window, n_scores, target) -> list:
+    """Delayed writes, one per output tile, over a dask array of scored blocks."""
+    chunk_y, chunk_x = source.chunks[2], source.chunks[3]
+    block_list = blocks(window, (chunk_y, chunk_x))
+    row_edges = sorted({b.row0 for b in block_list})
+    col_edges = sorted({b.col0 for b in block_list})
+    name = f"change-scores-{dask.base.tokenize(job, window)}"
+    graph = {
+        (name, 0, 0, row_edges.index(b.row0), col_edges.index(b.col0)): (score_block, job, b)
+        for b in block_list
+    }
+    heights = tuple(b.row1 - b.row0 for b in block_list if b.col0 == col_edges[0])
+    widths = tuple(b.col1 - b.col0 for b in block_list if b.row0 == row_edges[0])
+    scores = da.Array(
+        HighLevelGraph.from_collections(name, graph, dependencies=()),
+        name,
+        chunks=((len(job.year_indices),), (n_scores,), heights, widths),
+        dtype=np.float32,
+    )
+    tiles = scores.rechunk((-1, -1, OUTPUT_CHUNK, OUTPUT_CHUNK)).to_delayed()
+    write = dask.delayed(write_tile, pure=True)
+    return [
+        write(
+            tiles[0, 0, i, j],
+            target.url,
+            target.storage_options,
+            i * OUTPUT_CHUNK,
+            j * OUTPUT_CHUNK,
+        )
+        for i in range(tiles.shape[2])
+        for j in range(tiles.shape[3])
+    ]

@@ -1,0 +1,100 @@
+"""Run dask tasks with progress and cancel, on local threads or a dask.distributed cluster.
+
+Cancel is checked before each task starts (local) or a few times a second (distributed); tasks
+already running finish before the call returns, so the caller can clean up their output safely.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import dask
+from dask.callbacks import Callback
+
+from .errors import CancelledError, ParameterError
+
+POLL_SECONDS = 0.2
+
+
+def run_tasks(
+    tasks: list,
+    *,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    scheduler=None,
+) -> list:
+    """Compute the delayed `tasks`; progress(fraction of tasks done); cancel() -> CancelledError."""
+    progress = progress or (lambda fraction: None)
+    cancel = cancel or (lambda: False)
+    if cancel():
+        raise CancelledError("Cancelled before the run started.")
+    if scheduler is None or scheduler in ("threads", "threading"):
+        return _run_on_threads(tasks, progress, cancel)
+    if scheduler in ("sync", "synchronous", "single-threaded"):
+        return _run_on_threads(tasks, progress, cancel, workers=1)
+    return _run_on_cluster(tasks, progress, cancel, scheduler)
+
+
+def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list:
+    watched = {task.key for task in tasks}
+    done = 0
+
+    def before_task(key, dsk, state):
+        if cancel():
+            raise CancelledError("Cancelled: the output was removed.")
+
+    def after_task(key, result, dsk, state, worker_id):
+        nonlocal done
+        if key in watched:
+            done += 1
+            progress(done / len(watched))
+
+    workers = workers or os.cpu_count() or 2
+    # Leaving the executor waits for the tasks already running.
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        Callback(pretask=before_task, posttask=after_task),
+    ):
+        return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+
+
+def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is pinned in the lock
+        raise ParameterError("A dask scheduler address needs the distributed package.") from exc
+    own_client = not isinstance(scheduler, Client)
+    try:
+        client = Client(scheduler, set_as_default=False) if own_client else scheduler
+    except OSError as exc:
+        raise ParameterError(
+            f"Cannot reach the dask scheduler at {scheduler!r}: {exc}. Check the address "
+            "(tcp://host:8786) or leave it empty to run on this machine."
+        ) from exc
+    try:
+        futures = client.compute(tasks)
+        while True:
+            finished = sum(f.done() for f in futures)
+            progress(finished / len(futures))
+            if finished == len(futures):
+                return client.gather(futures)  # raises the first task error
+            if cancel():
+                client.cancel(futures)
+                _wait_until_stopped(futures)
+                raise CancelledError("Cancelled: the output was removed.")
+            if any(f.status == "error" for f in futures):
+                client.cancel(futures)
+                return client.gather(futures)
+            time.sleep(POLL_SECONDS)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _wait_until_stopped(futures, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(f.done() or f.cancelled() for f in futures):
+        time.sleep(POLL_SECONDS)

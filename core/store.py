@@ -1,0 +1,191 @@
+"""Open an embedding cube by path or URL: its array, dims, years, grid and quantisation.
+
+Local folders, file://, s3:// (anonymous unless credentials are given), https://, gs://;
+Zarr v2 and v3, consolidated or not.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from .errors import StoreError
+from .grid import Grid
+from .quantisation import Quantisation
+
+EMBEDDING_DIMS = ("time", "band", "y", "x")
+
+
+@dataclass(frozen=True)
+class EmbeddingStore:
+    """An opened embedding cube: the zarr array (time, band, y, x) and what its metadata says."""
+
+    url: str
+    variable: str
+    storage_options: dict
+    array: zarr.Array
+    times: np.ndarray
+    bands: tuple[str, ...]
+    grid: Grid
+    quantisation: Quantisation
+    attrs: dict
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self.array.chunks)
+
+
+def store_url(store) -> str:
+    """A string for a path or URL; local paths become absolute."""
+    text = os.fspath(store)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    if "://" in text:
+        return text.rstrip("/")
+    return str(Path(text).expanduser().absolute())
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url
+
+
+def storage_options_for(url: str, storage_options: dict | None) -> dict:
+    """Storage options with the defaults that make public buckets work out of the box.
+
+    s3:// is anonymous unless credentials come in the options or the standard AWS variables;
+    an S3-compatible server's address comes as `endpoint_url` or AWS_ENDPOINT_URL.
+    """
+    options = dict(storage_options or {})
+    if url.startswith("s3://"):
+        has_credentials = any(k in options for k in ("key", "secret", "token", "profile"))
+        env_credentials = "AWS_ACCESS_KEY_ID" in os.environ or "AWS_PROFILE" in os.environ
+        if "anon" not in options and not has_credentials and not env_credentials:
+            options["anon"] = True
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and "endpoint_url" not in options and "client_kwargs" not in options:
+            options["endpoint_url"] = endpoint
+    elif url.startswith("gs://") and "token" not in options:
+        options["token"] = "anon"
+    return options
+
+
+def zarr_store(url: str, storage_options: dict | None = None, *, read_only: bool = True):
+    """The zarr-python store object for a path or URL."""
+    if not is_remote(url):
+        return LocalStore(url, read_only=read_only)
+    return FsspecStore.from_url(
+        url, storage_options=storage_options_for(url, storage_options), read_only=read_only
+    )
+
+
+def open_embedding_store(
+    store, variable: str = "embeddings", storage_options: dict | None = None
+) -> EmbeddingStore:
+    """Open the cube and check it is (time, band, y, x) with a grid; errors say what to fix."""
+    url = store_url(store)
+    options = dict(storage_options or {})
+    group = _open_group(url, options)
+    if variable not in group.array_keys():
+        found = sorted(group.array_keys())
+        raise StoreError(
+            f"The store {url} has no variable {variable!r}; it has {', '.join(found) or 'none'}. "
+            "Set the variable name to one of those."
+        )
+    array = group[variable]
+    dims = array_dims(array)
+    if dims != EMBEDDING_DIMS:
+        raise StoreError(
+            f"The variable {variable!r} in {url} has dims {dims}; an embedding cube needs "
+            f"{EMBEDDING_DIMS}. Pick the embedding variable or transpose the store."
+        )
+    attrs = dict(group.attrs)
+    n_time, n_band, ny, nx = array.shape
+    times = _coordinate(group, "time", np.arange(n_time)).astype(np.int64)
+    bands = tuple(str(b) for b in _coordinate(group, "band", [f"A{i:02d}" for i in range(n_band)]))
+    grid = grid_from_metadata(attrs, (ny, nx), group)
+    return EmbeddingStore(
+        url=url,
+        variable=variable,
+        storage_options=options,
+        array=array,
+        times=times,
+        bands=bands,
+        grid=grid,
+        quantisation=Quantisation.from_attrs(attrs, array.dtype),
+        attrs=attrs,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_store(url: str, options_json: str, variable: str) -> EmbeddingStore:
+    return open_embedding_store(url, variable, json.loads(options_json))
+
+
+def cached_embedding_store(
+    url: str, variable: str, storage_options: dict | None = None
+) -> EmbeddingStore:
+    """The same store opened once per process: block tasks on dask workers call this."""
+    return _cached_store(url, json.dumps(storage_options or {}, sort_keys=True), variable)
+
+
+def array_dims(array: zarr.Array) -> tuple[str, ...]:
+    """Dimension names: v3 metadata, else xarray's v2 `_ARRAY_DIMENSIONS` attribute."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names:
+        return tuple(names)
+    return tuple(array.attrs.get("_ARRAY_DIMENSIONS", ()))
+
+
+def grid_from_metadata(attrs: dict, shape: tuple[int, int], group: zarr.Group) -> Grid:
+    """The pixel grid from the spatial/proj attributes, else from the x/y coordinates."""
+    crs = attrs.get("proj:code") or _crs_from_wkt_attrs(attrs)
+    transform = attrs.get("spatial:transform")
+    if transform is not None:
+        stored_shape = attrs.get("spatial:shape")
+        if stored_shape is not None and tuple(stored_shape) != tuple(shape):
+            raise StoreError(
+                f"spatial:shape {tuple(stored_shape)} does not match the array's y/x size {shape}."
+            )
+        return Grid(tuple(float(v) for v in transform), tuple(shape), crs)
+    if "x" in group.array_keys() and "y" in group.array_keys():
+        return Grid.from_coordinates(group["x"], group["y"], crs)
+    raise StoreError(
+        "The store has neither a spatial:transform attribute nor x/y coordinates, so its pixels "
+        "cannot be placed on the map. Add the zarr 'spatial' convention attributes."
+    )
+
+
+def _crs_from_wkt_attrs(attrs: dict) -> str | None:
+    return attrs.get("proj:wkt2") or attrs.get("crs_wkt")
+
+
+def _coordinate(group: zarr.Group, name: str, default) -> np.ndarray:
+    if name in group.array_keys():
+        return np.asarray(group[name][...])
+    return np.asarray(default)
+
+
+def _open_group(url: str, storage_options: dict) -> zarr.Group:
+    try:
+        return zarr.open_group(zarr_store(url, storage_options), mode="r")
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"No Zarr store at {url}. Check the path or URL (and the endpoint or credentials "
+            "for a private bucket)."
+        ) from exc
+    except Exception as exc:  # fsspec/botocore/aiohttp raise many kinds
+        raise StoreError(
+            f"Could not open the Zarr store {url}: {type(exc).__name__}: {exc}. Check the URL, "
+            "the network and the storage options (endpoint_url, anon, key/secret)."
+        ) from exc
