@@ -13,12 +13,8 @@ sibling folder and renames it at the end, so a failed or cancelled run leaves no
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -27,12 +23,14 @@ import xarray as xr
 import zarr
 import zarr_cm
 
-from .errors import CancelledError, OutputError, ParameterError
+from .errors import OutputError, ParameterError
 from .grid import Grid
+from .output import OutputTarget, crs_attribute
 from .pyramid_levels import RESAMPLING_METHODS, halve, level_grid, level_shapes
-from .store import EmbeddingStore, open_embedding_store
+from .scheduling import run_tasks
+from .store import EmbeddingStore, open_embedding_store, zarr_store
 
-BATCH_TILES = 64  # output tiles written per dask computation: the unit of progress and cancel
+BATCH_TILES = 64  # output tiles per write task: the unit of progress and cancel
 
 
 def build_multiscales(
@@ -46,13 +44,17 @@ def build_multiscales(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     scheduler=None,
+    storage_options: dict | None = None,
+    output_storage_options: dict | None = None,
 ) -> xr.DataTree:
     """Write the pyramid of `source`'s `variable` to the folder `output` and open it.
 
     resampling: "mean", "max" (keeps small hotspots visible when zoomed out), "min" or
     "nearest", all NaN-aware. tile: the chunk size of every level; the last level fits one
     tile. zarr_format=2 gives a store GDAL 3.6 (QGIS 3.22) reads; None means zarr's default.
-    scheduler: anything `dask.compute(scheduler=...)` takes (None: dask's default).
+    progress(f) gets the fraction of tiles written; cancel() returning True stops the run
+    and removes its output. scheduler: None for local threads, a dask.distributed address or
+    Client (levels are still built one after the other: each reads the one above).
     """
     if resampling not in RESAMPLING_METHODS:
         raise ParameterError(
@@ -62,45 +64,30 @@ def build_multiscales(
         raise ParameterError(f"The tile size must be at least 2 pixels, got {tile}.")
     if zarr_format not in (None, 2, 3):
         raise ParameterError(f"zarr_format must be 2, 3 or None, got {zarr_format!r}.")
-    output = _local_output(output)
-    store = open_embedding_store(source, variable=variable)
+    store = open_embedding_store(source, variable, storage_options)
+    target = OutputTarget.prepare(output, output_storage_options)
     tile = int(tile)
     shapes = level_shapes(store.grid.shape, tile)
     grids = [level_grid(store.grid, level, shape) for level, shape in enumerate(shapes)]
     crs_wkt = _crs_wkt(store)
     dtype = np.result_type(store.dtype, np.float32)
-
-    partial = output.with_name(f".{output.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         for level, grid in enumerate(grids):
-            _create_level(partial, level, store, grid, crs_wkt, dtype, tile, zarr_format)
-        _fill_levels(partial, store, shapes, resampling, tile, progress, cancel, scheduler)
-        _write_group_attrs(partial, grids, resampling, crs_wkt, store)
+            _create_level(target, level, store, grid, crs_wkt, dtype, tile, zarr_format)
+        _fill_levels(target, store, shapes, resampling, tile, progress, cancel, scheduler)
+        _write_group_attrs(target, grids, resampling, crs_wkt, store)
         with warnings.catch_warnings():  # "consolidated metadata is not in the v3 spec": known
             warnings.simplefilter("ignore", category=UserWarning)
-            zarr.consolidate_metadata(str(partial), zarr_format=zarr_format)
-        os.rename(partial, output)
+            target.finish()
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        target.discard()
         raise
-    return xr.open_datatree(output, engine="zarr", chunks={})
-
-
-def _local_output(output) -> Path:
-    text = os.fspath(output)
-    if "://" in text:
-        raise OutputError(
-            f"The pyramid is written to a local folder; {text} is a URL. Write it locally, "
-            "then upload the folder."
-        )
-    path = Path(text).expanduser().absolute()
-    if path.exists():
-        raise OutputError(f"{path} already exists. Choose a new output folder or delete it.")
-    if not path.parent.is_dir():
-        raise OutputError(f"The folder {path.parent} does not exist. Create it first.")
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"Cannot write in {path.parent}. Choose a folder you can write to.")
-    return path
+    return xr.open_datatree(
+        target.final_url,
+        engine="zarr",
+        chunks={},
+        storage_options=target.storage_options or None,
+    )
 
 
 def _crs_wkt(store: EmbeddingStore) -> str | None:
@@ -118,7 +105,7 @@ def _crs_wkt(store: EmbeddingStore) -> str | None:
     return srs.ExportToWkt(["FORMAT=WKT2_2019"])
 
 
-def _create_level(partial, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_format):
+def _create_level(target, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_format):
     """Create group /level: coordinates, spatial_ref, and the empty data array (fill NaN)."""
     ny, nx = grid.shape
     shape = (len(store.times), len(store.bands), ny, nx)
@@ -128,8 +115,9 @@ def _create_level(partial, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_
     if crs_wkt:
         spatial_ref.attrs.update(crs_wkt=crs_wkt, spatial_ref=crs_wkt)
     attrs = {"grid_mapping": "spatial_ref"}
-    if crs_wkt:
-        attrs["_CRS"] = {"wkt": crs_wkt}  # what GDAL's Zarr driver reads to georeference
+    gdal_crs = crs_attribute(store.grid.crs or crs_wkt)
+    if gdal_crs:
+        attrs["_CRS"] = gdal_crs
     dataset = xr.Dataset(
         {store.variable: (("time", "band", "y", "x"), data, attrs)},
         coords={
@@ -143,82 +131,88 @@ def _create_level(partial, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_
         attrs=_convention_attrs(grid.spatial_attrs(), crs_wkt),
     )
     encoding = {store.variable: {"chunks": (1, 1, tile, tile), "_FillValue": np.nan}}
-    dataset.to_zarr(
-        str(partial),
-        group=str(level),
-        mode="w",
-        compute=False,
-        consolidated=False,
-        encoding=encoding,
-        zarr_format=zarr_format,
-    )
+    try:
+        dataset.to_zarr(
+            target.url,
+            group=str(level),
+            mode="w",
+            compute=False,
+            consolidated=False,
+            encoding=encoding,
+            zarr_format=zarr_format,
+            storage_options=target.storage_options or None,
+        )
+    except OSError as exc:
+        raise OutputError(f"Cannot write the output {target.final_url}: {exc}") from exc
 
 
-def _fill_levels(partial, store, shapes, resampling, tile, progress, cancel, scheduler):
+def _fill_levels(target, store, shapes, resampling, tile, progress, cancel, scheduler):
     """Copy the source into /0, then build each level from the one above, strip by strip."""
     n_time, n_band = len(store.times), len(store.bands)
     tiles = [n_time * n_band * -(-ny // tile) * -(-nx // tile) for ny, nx in shapes]
     total, done = sum(tiles), 0
+    report = progress or (lambda fraction: None)
     for level in range(len(shapes)):
-        target = zarr.open_array(str(partial), path=f"{level}/{store.variable}", mode="r+")
-        for piece, region, n_tiles in _level_pieces(partial, store, level, resampling, tile):
-            if cancel is not None and cancel():
-                raise CancelledError("The pyramid build was cancelled; no output was written.")
-            dask.compute(
-                da.store(piece, target, regions=region, lock=False, compute=False),
-                scheduler=scheduler,
-            )
-            done += n_tiles
-            if progress is not None:
-                progress(done / total)
+        writes = _level_writes(target, store, level, resampling, tile)
+
+        def level_progress(fraction, before=done, level_tiles=tiles[level]):
+            report((before + fraction * level_tiles) / total)
+
+        run_tasks(writes, progress=level_progress, cancel=cancel, scheduler=scheduler)
+        done += tiles[level]
 
 
-def _level_pieces(partial, store: EmbeddingStore, level: int, resampling: str, tile: int):
-    """(dask array, target region, tile count) per strip of output tiles of one level.
+def _level_writes(target: OutputTarget, store: EmbeddingStore, level: int, resampling, tile):
+    """One delayed write per window of about BATCH_TILES output tiles of `level`.
 
-    Level 0 reads the source (cast to float, its integer no-data value to NaN) one source
-    band chunk at a time, so a chunk holding all bands is read once; later levels read
-    the level above in 2-tile blocks, each of which gives one output tile.
+    Level 0 copies the source one source band chunk at a time (a chunk holding all bands is
+    read once); later levels read the level above, already written, twice the window's size.
     """
+    output = zarr_store(target.url, target.storage_options, read_only=False)
+    destination = zarr.open_array(output, path=f"{level}/{store.variable}", mode="r+")
     if level == 0:
-        source = da.from_zarr(store.array)
-        band_step = source.chunksize[1]
+        source, band_step = store.array, store.chunks[1]
+        write = dask.delayed(copy_window, pure=True)
+        extra = (store.quantisation.nodata,)
     else:
-        above = zarr.open_array(str(partial), path=f"{level - 1}/{store.variable}", mode="r")
-        source = da.from_zarr(above, chunks=(1, 1, 2 * tile, 2 * tile))
+        source = zarr.open_array(output, path=f"{level - 1}/{store.variable}", mode="r")
         band_step = 1
-    n_time, n_band, ny, nx = source.shape
-    if level > 0:
-        ny, nx = -(-ny // 2), -(-nx // 2)
-    tiles_across = -(-nx // tile)
-    strip = tile * max(1, BATCH_TILES // tiles_across)
-    for t in range(n_time):
-        for b0 in range(0, n_band, band_step):
-            b1 = min(b0 + band_step, n_band)
-            for r0 in range(0, ny, strip):
-                r1 = min(r0 + strip, ny)
-                if level == 0:
-                    piece = _as_float(source[t : t + 1, b0:b1, r0:r1, :], store)
-                    piece = piece.rechunk((1, 1, tile, tile))
-                else:
-                    piece = _halved(source[t : t + 1, b0:b1, 2 * r0 : 2 * r1, :], resampling)
-                region = (slice(t, t + 1), slice(b0, b1), slice(r0, r1), slice(0, nx))
-                n_tiles = (b1 - b0) * -(-(r1 - r0) // tile) * tiles_across
-                yield piece, region, n_tiles
+        write = dask.delayed(halve_window, pure=True)
+        extra = (resampling,)
+    n_time, n_band, ny, nx = destination.shape
+    tiles_x = min(-(-nx // tile), max(1, BATCH_TILES // band_step))
+    tiles_y = max(1, BATCH_TILES // (band_step * tiles_x))
+    return [
+        write(source, destination, window, *extra)
+        for t in range(n_time)
+        for b0 in range(0, n_band, band_step)
+        for r0 in range(0, ny, tile * tiles_y)
+        for c0 in range(0, nx, tile * tiles_x)
+        for window in [
+            (
+                slice(t, t + 1),
+                slice(b0, min(b0 + band_step, n_band)),
+                slice(r0, min(r0 + tile * tiles_y, ny)),
+                slice(c0, min(c0 + tile * tiles_x, nx)),
+            )
+        ]
+    ]
 
 
-def _as_float(piece: da.Array, store: EmbeddingStore) -> da.Array:
-    dtype = np.result_type(piece.dtype, np.float32)
-    values = piece.astype(dtype)
-    nodata = store.quantisation.nodata
+def copy_window(source: zarr.Array, destination: zarr.Array, window, nodata) -> None:
+    """Level 0: the source values as floats; an integer source's no-data value becomes NaN."""
+    values = source[window]
+    floats = values.astype(np.result_type(values.dtype, np.float32))
     if nodata is not None:
-        values = da.where(piece == nodata, np.nan, values)
-    return values
+        floats[values == nodata] = np.nan
+    destination[window] = floats
 
 
-def _halved(piece: da.Array, resampling: str) -> da.Array:
-    chunks = (*piece.chunks[:2], *(tuple(-(-n // 2) for n in c) for c in piece.chunks[2:]))
-    return piece.map_blocks(halve, resampling, chunks=chunks, dtype=piece.dtype)
+def halve_window(above: zarr.Array, destination: zarr.Array, window, resampling) -> None:
+    """Level k+1 over `window` from the 2x larger window of level k."""
+    t, b, rows, cols = window
+    doubled = (t, b, slice(2 * rows.start, 2 * rows.stop), slice(2 * cols.start, 2 * cols.stop))
+    destination[window] = halve(above[doubled], resampling)
 
 
 def _convention_attrs(spatial_attrs: dict, crs_wkt: str | None, multiscales=None) -> dict:
@@ -236,7 +230,7 @@ def _convention_attrs(spatial_attrs: dict, crs_wkt: str | None, multiscales=None
     return zarr_cm.create_many(conventions)
 
 
-def _write_group_attrs(partial, grids: list[Grid], resampling, crs_wkt, store: EmbeddingStore):
+def _write_group_attrs(target: OutputTarget, grids: list[Grid], resampling, crs_wkt, store):
     """The root group's attributes: the layout of the levels, the full-resolution grid."""
     method = RESAMPLING_METHODS[resampling]
     layout = [
@@ -262,4 +256,5 @@ def _write_group_attrs(partial, grids: list[Grid], resampling, crs_wkt, store: E
     attrs = _convention_attrs(grids[0].spatial_attrs(), crs_wkt, multiscales)
     attrs["embedding_change:source"] = store.url
     attrs["embedding_change:variable"] = store.variable
-    zarr.open_group(str(partial), mode="r+").attrs.update(attrs)
+    output = zarr_store(target.url, target.storage_options, read_only=False)
+    zarr.open_group(output, mode="r+").attrs.update(attrs)
