@@ -2,8 +2,15 @@
 
 import importlib.util
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,3 +28,66 @@ def _link_package():
 
 
 _link_package()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server (moto) on loopback for the session; yields its endpoint URL."""
+    executable = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    port = _free_port()
+    process = subprocess.Popen(
+        [executable, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_storage_options(s3_server):
+    """fsspec/s3fs options for the local S3 server, with its dummy credentials."""
+    return {"key": "testing", "secret": "testing", "endpoint_url": s3_server}
+
+
+@pytest.fixture
+def s3_bucket(s3_storage_options, request):
+    """A fresh, empty bucket on the local S3 server; yields its s3:// URL."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_storage_options)
+    name = "test-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+    fs.mkdir(name)
+    fs.invalidate_cache()
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def aef_store(tmp_path_factory):
+    """A small AEF-like store on disk: 600 x 560 px, 9 years, 3 x 3 chunks, planted changes."""
+    from embedding_change.core.synthetic import write_aef_like_store
+
+    path = tmp_path_factory.mktemp("stores") / "aef.zarr"
+    truth = write_aef_like_store(path, shape=(600, 560), seed=7)
+    return path, truth
