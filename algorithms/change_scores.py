@@ -1,0 +1,267 @@
+"""Processing algorithm "Change scores": an embedding mosaic and an extent in, a scores Zarr out."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterString,
+)
+
+from . import score_layers
+
+AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
+# The engine's names (embedding_change.core.kernels.METHODS / METRICS); a test keeps them equal.
+METHODS = ("difference", "loo_medoid")
+METRICS = ("alpha_earth_cosine", "cosine", "euclidean")
+
+
+class ChangeScoresAlgorithm(QgsProcessingAlgorithm):
+    """Scores how unlike the rest of its time series each year of each pixel is."""
+
+    STORE = "STORE"
+    VARIABLE = "VARIABLE"
+    EXTENT = "EXTENT"
+    METHODS = "METHODS"
+    METRIC = "METRIC"
+    ROBUST_ZSCORE = "ROBUST_ZSCORE"
+    YEARS = "YEARS"
+    STORAGE_OPTIONS = "STORAGE_OPTIONS"
+    SCHEDULER = "SCHEDULER"
+    OUTPUT = "OUTPUT"
+
+    def createInstance(self):
+        return ChangeScoresAlgorithm()
+
+    def name(self):
+        return "changescores"
+
+    def displayName(self):
+        return "Change scores"
+
+    def tags(self):
+        return ["embedding", "alphaearth", "change", "anomaly", "time series", "zarr", "medoid"]
+
+    def icon(self):
+        from ..provider.provider import EmbeddingChangeProvider
+
+        return EmbeddingChangeProvider().icon()
+
+    def flags(self):
+        # Thread-safe: runs as the dialog's background task, can be cancelled, works in batch.
+        return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
+
+    def shortHelpString(self):
+        return (
+            "Reads an annual embedding mosaic (Zarr, e.g. the AlphaEarth Foundations mosaic) "
+            "for the extent and scores every pixel and year by how unlike the rest of its own "
+            "time series that year is.\n\n"
+            "<b>difference</b>: distance to the previous year (none for the first year).\n"
+            "<b>loo_medoid</b>: distance to the medoid of the other years; high for a one-year "
+            "event or the minority side of a lasting change.\n"
+            "<b>alpha_earth_cosine</b> is the cosine distance of the dequantised embeddings; "
+            "<b>cosine</b> works on raw values; <b>euclidean</b> on dequantised values.\n"
+            "<b>Robust z-score</b> turns each pixel's scores into (score - median) / (1.4826 "
+            "MAD) over its years, so 3 or more stands out whatever the land cover.\n\n"
+            "Years: empty for all, or a list such as 2018,2020-2023. Storage options: JSON "
+            'for the store, e.g. {"endpoint_url": "http://127.0.0.1:9000"} for an '
+            "S3-compatible server; public s3:// buckets are read anonymously. Scheduler: a "
+            "dask.distributed address (tcp://host:8786), empty to use this computer.\n\n"
+            "The output is a Zarr folder of scores(time, band, y, x); it loads as a group per "
+            "score with a layer per year, animated by the temporal controller."
+        )
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.STORE, "Embedding store (Zarr path or URL)", AEF_STORE
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(self.VARIABLE, "Embedding variable", "embeddings")
+        )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent"))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.METHODS,
+                "Score methods",
+                options=list(METHODS),
+                allowMultiple=True,
+                defaultValue=list(range(len(METHODS))),
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.METRIC, "Distance", list(METRICS), defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.ROBUST_ZSCORE, "Robust z-score over time", True)
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.YEARS, "Years (empty: all; e.g. 2018,2020-2023)", optional=True
+            )
+        )
+        advanced = [
+            QgsProcessingParameterString(
+                self.STORAGE_OPTIONS,
+                "Storage options (JSON)",
+                multiLine=True,
+                optional=True,
+            ),
+            QgsProcessingParameterString(
+                self.SCHEDULER, "Dask scheduler address (empty: this computer)", optional=True
+            ),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT, "Change scores (Zarr folder)")
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):
+        from ..core import compute_change_scores
+        from ..core.errors import EmbeddingChangeError
+        from ..core.store import open_embedding_store
+
+        store = self.parameterAsString(parameters, self.STORE, context).strip()
+        variable = self.parameterAsString(parameters, self.VARIABLE, context).strip()
+        methods = [METHODS[i] for i in self.parameterAsEnums(parameters, self.METHODS, context)]
+        metric = METRICS[self.parameterAsEnum(parameters, self.METRIC, context)]
+        robust_zscore = self.parameterAsBoolean(parameters, self.ROBUST_ZSCORE, context)
+        years = parse_years(self.parameterAsString(parameters, self.YEARS, context))
+        options = parse_storage_options(
+            self.parameterAsString(parameters, self.STORAGE_OPTIONS, context)
+        )
+        scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not store:
+            raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
+
+        started = time.perf_counter()
+        try:
+            source = open_embedding_store(store, variable or "embeddings", options)
+            bbox = self.store_bbox(parameters, context, source.grid.crs)
+            feedback.pushInfo(
+                f"Store {source.url}: {len(source.times)} years, {len(source.bands)} bands, "
+                f"{source.grid.shape[1]} x {source.grid.shape[0]} pixels in "
+                f"{source.grid.crs or 'its own grid'}; extent there: {fmt_bbox(bbox)}"
+            )
+            scores = compute_change_scores(
+                store,
+                output,
+                bbox=bbox,
+                variable=variable or "embeddings",
+                methods=methods,
+                metric=metric,
+                robust_zscore=robust_zscore,
+                years=years,
+                storage_options=options,
+                zarr_format=score_layers.zarr_format_for_layers(),
+                progress=lambda fraction: feedback.setProgress(100 * fraction),
+                cancel=feedback.isCanceled,
+                scheduler=scheduler,
+            )
+        except EmbeddingChangeError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        seconds = time.perf_counter() - started
+        years_done = [int(y) for y in scores["time"].values]
+        bands_done = [str(b) for b in scores["band"].values]
+        report_run(feedback, scores.attrs, output, bands_done, seconds)
+        scores.close()
+
+        loaded = score_layers.register_score_layers(output, years_done, bands_done, context)
+        if loaded:
+            feedback.pushInfo(f"{loaded} score layers will load into the project.")
+        return {self.OUTPUT: output}
+
+    def store_bbox(self, parameters, context, store_crs: str | None):
+        """The extent as (xmin, ymin, xmax, ymax) in the store's CRS, whatever CRS it came in."""
+        if store_crs:
+            crs = QgsCoordinateReferenceSystem(store_crs)
+            if not crs.isValid():
+                raise QgsProcessingException(
+                    f"QGIS does not know the store's CRS {store_crs!r}; fix the store's proj:code."
+                )
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+        else:
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context)
+        if extent.isNull() or extent.isEmpty():
+            raise QgsProcessingException(
+                "The extent is empty or cannot be placed in the store's CRS; draw or type an "
+                "extent with its CRS, e.g. -105.3,-105.2,40.0,40.1 [EPSG:4326]."
+            )
+        return (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+
+
+def parse_years(text: str | None) -> list[int] | None:
+    """ "2018,2020-2023" -> [2018, 2020, 2021, 2022, 2023]; empty -> None (all years)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    years = set()
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d{4})\s*(?:-\s*(\d{4}))?", part)
+        if not match:
+            raise QgsProcessingException(
+                f"Cannot read the years {text!r}: write years and ranges like 2018,2020-2023."
+            )
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise QgsProcessingException(f"The years {part} run backwards; write {last}-{first}.")
+        years.update(range(first, last + 1))
+    return sorted(years)
+
+
+def parse_storage_options(text: str | None) -> dict | None:
+    """JSON object text -> dict for fsspec; empty -> None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QgsProcessingException(
+            f'Storage options must be JSON, e.g. {{"anon": true}}; {exc.msg} at character '
+            f"{exc.pos} of {text!r}."
+        ) from exc
+    if not isinstance(options, dict):
+        raise QgsProcessingException(
+            f'Storage options must be a JSON object such as {{"anon": true}}, not {text!r}.'
+        )
+    return options
+
+
+def fmt_bbox(bbox) -> str:
+    return "({:.6f}, {:.6f}, {:.6f}, {:.6f})".format(*bbox)
+
+
+def report_run(feedback, attrs: dict, output: str, bands: list[str], seconds: float) -> None:
+    """What was read and how long it took, for the Processing log."""
+    window = attrs.get("embedding_change:window", {})
+    pixels = int(attrs.get("embedding_change:pixels", 0))
+    years = attrs.get("embedding_change:years", [])
+    nbytes = int(attrs.get("embedding_change:bytes_read", 0))
+    if window:
+        feedback.pushInfo(
+            f"Read window rows {window['row0']}..{window['row1']}, "
+            f"cols {window['col0']}..{window['col1']}: "
+            f"{window['col1'] - window['col0']} x {window['row1'] - window['row0']} = "
+            f"{pixels:,} pixels, years {', '.join(str(y) for y in years)}, "
+            f"{nbytes / 2**20:,.1f} MiB of embeddings."
+        )
+    rate = f", {nbytes / 2**20 / seconds:,.1f} MiB/s" if seconds > 0 and nbytes else ""
+    feedback.pushInfo(
+        f"Wrote {len(bands)} scores ({', '.join(bands)}) to {output} in {seconds:.1f} s{rate}."
+    )

@@ -1,0 +1,296 @@
+"""How a score layer looks and moves in time: one module for loading, styling and animating scores.
+
+A scores Zarr (time, band, y, x) becomes a group per score band with one layer per year. Each
+layer reads its 2-D slice straight from the store (`ZARR:"path":/scores:<t>:<band>`, no copy),
+carries a fixed one-year temporal range, and a colour ramp that leaves ordinary values
+transparent so that high scores jump out. The temporal controller walks the years, one a frame.
+
+After a Processing run the layers come in through `ScoreLayerPostProcessor` (the framework loads
+them on the main thread); scripts load a finished store with `load_score_layers`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from osgeo import gdal
+from qgis.core import (
+    QgsColorRampShader,
+    QgsDateTimeRange,
+    QgsInterval,
+    QgsLayerTreeGroup,
+    QgsProcessingContext,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterLayerTemporalProperties,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsTemporalNavigationObject,
+    QgsUnitTypes,
+)
+from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime
+from qgis.PyQt.QtGui import QColor
+
+SCORES_VARIABLE = "scores"
+PROPERTY = "embedding_change"  # prefix of the custom properties on our layers and groups
+
+# Colour stops as fractions of the score called "high", colours from ColorBrewer's YlOrRd.
+# Below a quarter of "high" a score is ordinary: fully transparent.
+RAMP_STOPS = (
+    (0.25, QColor(255, 255, 178, 0)),
+    (0.375, QColor(254, 204, 92, 170)),
+    (0.625, QColor(253, 141, 60, 220)),
+    (1.0, QColor(189, 0, 38, 255)),
+)
+# A robust z-score of 8 is far out in any series; with the stops above, z < 2 stays transparent,
+# 3 is yellow, 5 orange and 8 or more dark red.
+ZSCORE_HIGH = 8.0
+# Plain distances have no fixed scale: "high" is their 99th percentile over all years.
+DISTANCE_HIGH_QUANTILE = 0.99
+
+
+def zarr_format_for_layers() -> int:
+    """The Zarr format this QGIS's GDAL can read: v2 before GDAL 3.10 (3.6 reads only v2)."""
+    return 3 if int(gdal.VersionInfo("VERSION_NUM")) >= 3100000 else 2
+
+
+def score_layer_uri(store: str | Path, time_index: int, band_index: int) -> str:
+    """GDAL's name for one 2-D slice of the 4-D scores array (the bare array path fails)."""
+    return f'ZARR:"{Path(store).absolute()}":/{SCORES_VARIABLE}:{time_index}:{band_index}'
+
+
+def year_range(year: int) -> QgsDateTimeRange:
+    """The calendar year, start included, end excluded, so that adjacent years never overlap."""
+    return years_range(year, year)
+
+
+def years_range(first: int, last: int) -> QgsDateTimeRange:
+    """From 1 January of `first` to 1 January after `last` (excluded), in UTC."""
+    return QgsDateTimeRange(_new_year(first), _new_year(last + 1), True, False)
+
+
+def _new_year(year: int) -> QDateTime:
+    return QDateTime(QDate(year, 1, 1), QTime(0, 0, 0), Qt.UTC)
+
+
+def read_score_labels(store: str | Path) -> tuple[list[int], list[str]]:
+    """The years and band labels of a scores Zarr, as written by the engine."""
+    import xarray as xr
+
+    with xr.open_zarr(store, consolidated=None) as scores:
+        years = [int(y) for y in scores["time"].values]
+        bands = [str(b) for b in scores["band"].values]
+    return years, bands
+
+
+@dataclass(frozen=True)
+class ScoreSlice:
+    """Where a layer sits: which store, score band and year (kept on the layer as properties)."""
+
+    store: str
+    bands: tuple[str, ...]
+    band: str
+    years: tuple[int, ...]
+    year: int
+    high: float
+
+    @property
+    def band_index(self) -> int:
+        return self.bands.index(self.band)
+
+
+def score_slice_layers(store: str | Path, years, bands) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
+    """One raster layer per (band, year) and what each one is; a band's years share a scale."""
+    store = str(Path(store).absolute())
+    years, bands = tuple(int(y) for y in years), tuple(str(b) for b in bands)
+    result = []
+    for b, band in enumerate(bands):
+        layers = [
+            QgsRasterLayer(score_layer_uri(store, t, b), str(year), "gdal")
+            for t, year in enumerate(years)
+        ]
+        bad = [layer.source() for layer in layers if not layer.isValid()]
+        if bad:
+            raise ValueError(f"GDAL {gdal.__version__} cannot read {bad[0]}")
+        high = score_high(band, layers)
+        for layer, year in zip(layers, years, strict=True):
+            result.append((layer, ScoreSlice(store, bands, band, years, year, high)))
+    return result
+
+
+def score_high(band: str, layers: list[QgsRasterLayer]) -> float:
+    """The score shown dark red: fixed for z-scores, else the 99th percentile over the years."""
+    if "zscore" in band:
+        return ZSCORE_HIGH
+    highs = []
+    for layer in layers:
+        provider = layer.dataProvider()
+        _, upper = provider.cumulativeCut(1, 0.0, DISTANCE_HIGH_QUANTILE, layer.extent())
+        if math.isfinite(upper) and upper > 0:
+            highs.append(upper)
+    return max(highs, default=1.0)
+
+
+def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
+    """Colour ramp, name, one-year temporal range and the properties that say what the layer is."""
+    ramp = QgsColorRampShader(0.0, score.high)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    # Not clipped: values under the first stop take its transparent colour, values over the
+    # last one stay dark red.
+    ramp.setClip(False)
+    ramp.setColorRampItemList(
+        [
+            QgsColorRampShader.ColorRampItem(
+                fraction * score.high, colour, f"{fraction * score.high:.3g}"
+            )
+            for fraction, colour in RAMP_STOPS
+        ]
+    )
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(RAMP_STOPS[0][0] * score.high)
+    renderer.setClassificationMax(score.high)
+    layer.setRenderer(renderer)
+    layer.setName(str(score.year))
+
+    temporal = layer.temporalProperties()
+    temporal.setMode(QgsRasterLayerTemporalProperties.ModeFixedTemporalRange)
+    temporal.setFixedTemporalRange(year_range(score.year))
+    temporal.setIsActive(True)
+
+    layer.setCustomProperty(f"{PROPERTY}/store", score.store)
+    layer.setCustomProperty(f"{PROPERTY}/band", score.band)
+    layer.setCustomProperty(f"{PROPERTY}/year", score.year)
+    layer.triggerRepaint()
+
+
+def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: ScoreSlice) -> None:
+    """Group "<store name>" > group per band (in store order) > layers by year, at the top."""
+    root = project.layerTreeRoot()
+    run_group = _child_group(root, f"{PROPERTY}/store", score.store, Path(score.store).name, 0)
+    band_group = _child_group(
+        run_group,
+        f"{PROPERTY}/band_index",
+        score.band_index,
+        score.band,
+        sum(_group_index(g) < score.band_index for g in run_group.findGroups()),
+    )
+    position = sum(
+        int(node.layer().customProperty(f"{PROPERTY}/year", 0)) < score.year
+        for node in band_group.findLayers()
+        if node.layer() is not None
+    )
+    node = root.findLayer(layer.id())
+    if node is None:
+        band_group.insertLayer(position, layer)
+        return
+    if node.parent() is band_group:
+        return
+    old_parent = node.parent()
+    band_group.insertChildNode(position, node.clone())
+    old_parent.removeChildNode(node)
+    if not old_parent.children() and old_parent is not root and old_parent.name():
+        # Processing's "results group" setting left an empty group behind.
+        old_parent.parent().removeChildNode(old_parent)
+
+
+def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position: int):
+    for group in parent.findGroups():
+        if group.customProperty(key) == value:
+            return group
+    group = parent.insertGroup(position, name)
+    group.setCustomProperty(key, value)
+    return group
+
+
+def _group_index(group: QgsLayerTreeGroup) -> int:
+    return int(group.customProperty(f"{PROPERTY}/band_index", -1))
+
+
+def animate_years(project: QgsProject, years, iface=None) -> None:
+    """Point the temporal controller at the years, one year a frame, from the first year.
+
+    The project's time settings always (saved with the project, read by the desktop on load);
+    the canvas's navigation object too when there is a QGIS window.
+    """
+    extent = years_range(min(years), max(years))
+    settings = project.timeSettings()
+    settings.setTemporalRange(extent)
+    settings.setTimeStep(1)
+    settings.setTimeStepUnit(QgsUnitTypes.TemporalYears)
+    settings.setFramesPerSecond(1)
+    controller = iface.mapCanvas().temporalController() if iface is not None else None
+    if isinstance(controller, QgsTemporalNavigationObject):
+        controller.setNavigationMode(QgsTemporalNavigationObject.Animated)
+        controller.setFrameDuration(QgsInterval(1, QgsUnitTypes.TemporalYears))
+        controller.setTemporalExtents(extent)
+        controller.setFramesPerSecond(1)
+        controller.setCurrentFrameNumber(0)
+
+
+def _iface():
+    from qgis.utils import iface
+
+    return iface
+
+
+def show_score_layer(layer: QgsRasterLayer, score: ScoreSlice, project: QgsProject, iface) -> None:
+    """Everything a loaded score layer needs: style, time range, place in the tree, animation."""
+    style_score_layer(layer, score)
+    place_in_layer_tree(project, layer, score)
+    animate_years(project, score.years, iface)
+
+
+class ScoreLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Runs on the main thread once Processing has added a score layer to the project."""
+
+    # sip does not keep Python subclasses alive once they are handed to C++: the instances
+    # live here (a few small objects per run) until the process ends.
+    _alive: list[ScoreLayerPostProcessor] = []
+
+    def __init__(self, score: ScoreSlice):
+        super().__init__()
+        self.score = score
+
+    @classmethod
+    def create(cls, score: ScoreSlice) -> ScoreLayerPostProcessor:
+        processor = cls(score)
+        cls._alive.append(processor)
+        return processor
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: ARG002 (QGIS's signature)
+        project = context.project() or QgsProject.instance()
+        show_score_layer(layer, self.score, project, _iface())
+
+
+def register_score_layers(store: str | Path, years, bands, context: QgsProcessingContext) -> int:
+    """Ask Processing to load the score layers when the run ends; returns how many.
+
+    Called from processAlgorithm (possibly a worker thread): the layers go to the context's
+    temporary store, which Processing hands to the main thread with the results.
+    """
+    if context.project() is None:
+        return 0
+    pairs = score_slice_layers(store, years, bands)
+    for layer, score in pairs:
+        context.temporaryLayerStore().addMapLayer(layer)
+        details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
+        details.forceName = True
+        details.setPostProcessor(ScoreLayerPostProcessor.create(score))
+        context.addLayerToLoadOnCompletion(layer.id(), details)
+    return len(pairs)
+
+
+def load_score_layers(store: str | Path, project: QgsProject | None = None, iface=None):
+    """Load a finished scores Zarr into a project (scripts, the console); returns the layers."""
+    project = project or QgsProject.instance()
+    years, bands = read_score_labels(store)
+    pairs = score_slice_layers(store, years, bands)
+    for layer, score in pairs:
+        project.addMapLayer(layer, False)
+        show_score_layer(layer, score, project, iface)
+    return [layer for layer, _ in pairs]

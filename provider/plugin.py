@@ -1,0 +1,72 @@
+"""The plugin: registers the Processing provider and adds "Change scores for this view".
+
+The button and menu entry open the algorithm's dialog with the canvas extent filled in;
+the dialog runs it as a background task. Unloading removes all of it.
+"""
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .provider import ICON, EmbeddingChangeProvider
+
+ALGORITHM_ID = "embeddingchange:changescores"
+MENU = "&Embedding change"
+ACTION_TEXT = "Change scores for this view"
+
+
+class EmbeddingChangePlugin:
+    """What QGIS loads through `classFactory`."""
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.action = None
+        self.toolbar = None
+
+    def initProcessing(self):
+        """Called by QGIS and qgis_process: makes the algorithms available (no GUI needed)."""
+        if self.provider is None:
+            self.provider = EmbeddingChangeProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self):
+        self.initProcessing()
+        self.action = QAction(QIcon(str(ICON)), ACTION_TEXT, self.iface.mainWindow())
+        self.action.setObjectName("embeddingChangeScoresForView")
+        self.action.setToolTip("Change scores for this view: score the years of the area on screen")
+        self.action.triggered.connect(self.open_dialog)
+        self.toolbar = self.iface.addToolBar("Embedding change")
+        self.toolbar.setObjectName("EmbeddingChangeToolbar")
+        self.toolbar.addAction(self.action)
+        self.iface.addPluginToMenu(MENU, self.action)
+
+    def unload(self):
+        if self.action is not None:
+            self.iface.removePluginMenu(MENU, self.action)
+            self.action.deleteLater()
+            self.action = None
+        if self.toolbar is not None:
+            self.iface.mainWindow().removeToolBar(self.toolbar)
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    def dialog_parameters(self):
+        """The dialog's starting values: the canvas extent, in the canvas CRS."""
+        canvas = self.iface.mapCanvas()
+        extent = canvas.extent()
+        crs = canvas.mapSettings().destinationCrs()
+        return {
+            "EXTENT": (
+                f"{extent.xMinimum()!r},{extent.xMaximum()!r},"
+                f"{extent.yMinimum()!r},{extent.yMaximum()!r} [{crs.authid()}]"
+            )
+        }
+
+    def open_dialog(self):
+        import processing
+
+        processing.execAlgorithmDialog(ALGORITHM_ID, self.dialog_parameters())
