@@ -63,8 +63,12 @@ def score_layer_uri(store: str | Path, time_index: int, band_index: int) -> str:
 
 
 def year_range(year: int) -> QgsDateTimeRange:
-    """The calendar year, start included, end excluded, so that adjacent years never overlap."""
-    return years_range(year, year)
+    """The calendar year as a layer's range: one frame of the controller shows exactly one year.
+
+    Both ends are open: QGIS 3.22's overlap test ignores the frame's open end, so a layer
+    starting at the frame's end (1 January next year) would show in two frames otherwise.
+    """
+    return QgsDateTimeRange(_new_year(year), _new_year(year + 1), False, False)
 
 
 def years_range(first: int, last: int) -> QgsDateTimeRange:
@@ -109,8 +113,7 @@ def score_slice_layers(store: str | Path, years, bands) -> list[tuple[QgsRasterL
     result = []
     for b, band in enumerate(bands):
         layers = [
-            QgsRasterLayer(score_layer_uri(store, t, b), str(year), "gdal")
-            for t, year in enumerate(years)
+            _raster_layer(score_layer_uri(store, t, b), str(year)) for t, year in enumerate(years)
         ]
         bad = [layer.source() for layer in layers if not layer.isValid()]
         if bad:
@@ -119,6 +122,16 @@ def score_slice_layers(store: str | Path, years, bands) -> list[tuple[QgsRasterL
         for layer, year in zip(layers, years, strict=True):
             result.append((layer, ScoreSlice(store, bands, band, years, year, high)))
     return result
+
+
+def _raster_layer(uri: str, name: str) -> QgsRasterLayer:
+    # A slice that is all no data (the first year of "difference") makes GDAL print
+    # "Failed to compute statistics" while QGIS sets up its default renderer: expected, quiet.
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return QgsRasterLayer(uri, name, "gdal")
+    finally:
+        gdal.PopErrorHandler()
 
 
 def score_high(band: str, layers: list[QgsRasterLayer]) -> float:
