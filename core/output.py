@@ -89,6 +89,11 @@ def crs_attribute(crs: str | None) -> dict | None:
     return {"wkt": crs}
 
 
+def string_coordinate(values, zarr_format: int | None) -> np.ndarray:
+    """Labels as v3 variable-length strings, or fixed width in v2 (GDAL 3.6 reads only those)."""
+    return np.asarray(values, dtype=str if zarr_format == 2 else object)
+
+
 def create_scores_store(
     target: OutputTarget,
     grid: Grid,
@@ -110,8 +115,7 @@ def create_scores_store(
         {SCORES: (("time", "band", "y", "x"), placeholder, scores_attrs)},
         coords={
             "time": ("time", np.asarray(years, dtype=np.int32)),
-            # GDAL 3.6 cannot parse v2 variable-length strings; v3 has a standard string type.
-            "band": ("band", np.asarray(labels, dtype=object if zarr_format == 3 else str)),
+            "band": ("band", string_coordinate(labels, zarr_format)),
             "y": ("y", grid.y_coords(0, ny)),
             "x": ("x", grid.x_coords(0, nx)),
         },

@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from .grid import Grid
+from .output import string_coordinate
 from .store import storage_options_for, store_url
 
 AEF_GSD = 8.983111749910169e-05
@@ -98,7 +99,7 @@ def write_aef_like_store(
         {"embeddings": (("time", "band", "y", "x"), embeddings)},
         coords={
             "time": ("time", np.asarray(years, dtype=np.int32)),
-            "band": ("band", [f"A{i:02d}" for i in range(bands)]),
+            "band": ("band", string_coordinate([f"A{i:02d}" for i in range(bands)], zarr_format)),
             "y": ("y", grid.y_coords(0, ny)),
             "x": ("x", grid.x_coords(0, nx)),
         },
@@ -165,7 +166,8 @@ def _chunk_values(template, block_info, *, prototypes, patch_classes, changes, y
             classes = np.where(inside, shifted, classes)
     rng = np.random.default_rng([seed, t0, r0, c0])
     vectors = prototypes[classes].transpose(2, 0, 1)  # (band, y, x)
-    vectors = vectors + noise / np.sqrt(prototypes.shape[1]) * rng.normal(size=vectors.shape)
+    jitter = rng.standard_normal(size=vectors.shape, dtype=np.float32)
+    vectors = vectors + noise / np.sqrt(prototypes.shape[1]) * jitter
     vectors /= np.linalg.norm(vectors, axis=0, keepdims=True)
     q = np.clip(np.round(np.sign(vectors) * np.sqrt(np.abs(vectors)) * 127.5), -127, 127)
     q = q.astype(np.int8)
