@@ -27,6 +27,8 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
         return str(ICON)
 
     def loadAlgorithms(self):
+        from ..algorithms.build_multiscales import BuildMultiscalesAlgorithm
         from ..algorithms.change_scores import ChangeScoresAlgorithm
 
         self.addAlgorithm(ChangeScoresAlgorithm())
+        self.addAlgorithm(BuildMultiscalesAlgorithm())

@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 import zarr
 import zarr_cm
+
 from embedding_change.core import (
     CancelledError,
     OutputError,

@@ -1,0 +1,117 @@
+"""Processing algorithm "Build multiscale pyramid": a scores Zarr in, a multiscale Zarr out."""
+
+from __future__ import annotations
+
+import time
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterString,
+)
+
+from . import pyramid_layers, score_layers
+
+# The engine's names (embedding_change.core.pyramid_levels.RESAMPLING_METHODS); a test keeps
+# them equal. "max" first: zoomed out, a one-pixel hotspot should stay visible.
+RESAMPLINGS = ("max", "mean", "min", "nearest")
+
+
+class BuildMultiscalesAlgorithm(QgsProcessingAlgorithm):
+    """Builds levels of halving resolution so that zoomed-out maps read little data."""
+
+    INPUT = "INPUT"
+    VARIABLE = "VARIABLE"
+    RESAMPLING = "RESAMPLING"
+    OUTPUT = "OUTPUT"
+
+    def createInstance(self):
+        return BuildMultiscalesAlgorithm()
+
+    def name(self):
+        return "buildmultiscales"
+
+    def displayName(self):
+        return "Build multiscale pyramid"
+
+    def tags(self):
+        return ["pyramid", "overviews", "multiscales", "zarr", "zoom", "resampling", "publish"]
+
+    def icon(self):
+        from ..provider.provider import EmbeddingChangeProvider
+
+        return EmbeddingChangeProvider().icon()
+
+    def flags(self):
+        return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
+
+    def shortHelpString(self):
+        return (
+            "Turns a scores Zarr (the output of Change scores, or any Zarr whose variable has "
+            "dims time, band, y, x) into a multiscale pyramid: level 0 holds the scores at full "
+            "resolution, each next level halves the resolution, down to a level of at most "
+            "256 x 256 pixels.\n\n"
+            "<b>max</b> keeps the highest score of each 2 x 2 block, so a small hotspot stays "
+            "visible when zoomed out; <b>mean</b> averages; <b>min</b> keeps the lowest; "
+            "<b>nearest</b> keeps one pixel. No-data pixels are ignored; a block with no data "
+            "stays no data.\n\n"
+            "The pyramid follows the Zarr conventions multiscales, spatial and proj, so other "
+            "tools (xarray.open_datatree, web viewers) read it too. It loads here like the "
+            "scores, a group per score with a layer per year on the temporal controller, and "
+            "stays fast when zoomed out because QGIS draws from the coarser levels."
+        )
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.INPUT, "Scores (Zarr folder)", behavior=QgsProcessingParameterFile.Folder
+            )
+        )
+        self.addParameter(QgsProcessingParameterString(self.VARIABLE, "Variable", "scores"))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.RESAMPLING, "Resampling", list(RESAMPLINGS), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT, "Pyramid (Zarr folder)")
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):
+        from ..core import build_multiscales
+        from ..core.errors import EmbeddingChangeError
+
+        source = self.parameterAsFile(parameters, self.INPUT, context).strip()
+        variable = self.parameterAsString(parameters, self.VARIABLE, context).strip() or "scores"
+        resampling = RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not source:
+            raise QgsProcessingException("Give the scores Zarr folder (INPUT).")
+
+        started = time.perf_counter()
+        try:
+            tree = build_multiscales(
+                source,
+                output,
+                variable=variable,
+                resampling=resampling,
+                zarr_format=score_layers.zarr_format_for_layers(),
+                progress=lambda fraction: feedback.setProgress(100 * fraction),
+                cancel=feedback.isCanceled,
+            )
+        except EmbeddingChangeError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        shapes = [tree[level][variable].shape[2:] for level in sorted(tree.children, key=int)]
+        tree.close()
+        feedback.pushInfo(
+            f"Wrote {len(shapes)} levels ({resampling}) to {output} in "
+            f"{time.perf_counter() - started:.1f} s: "
+            + ", ".join(f"/{k} {nx} x {ny}" for k, (ny, nx) in enumerate(shapes))
+        )
+        loaded = pyramid_layers.register_pyramid_layers(output, variable, context)
+        if loaded:
+            feedback.pushInfo(f"{loaded} score layers will load into the project.")
+        return {self.OUTPUT: output}

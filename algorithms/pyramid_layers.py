@@ -1,0 +1,160 @@
+"""Score layers from a multiscale pyramid that stay fast when zoomed out.
+
+GDAL's Zarr driver knows nothing of the multiscales convention, so QGIS would read level 0 at
+full resolution for every view. Each (band, year) slice therefore gets a small GDAL VRT whose
+raster is the slice of level /0 and whose overviews are the same slice of /1 ... /N: GDAL (and
+so QGIS) then reads the coarsest level that is fine enough for the view. The layers are
+styled, grouped and animated by `score_layers`, like the layers of a scores Zarr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import zarr
+from osgeo import osr
+from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+
+from . import score_layers
+
+VRT_FOLDER = "vrt"  # inside the pyramid folder; zarr readers ignore folders that are not nodes
+
+
+def pyramid_labels(group: zarr.Group) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The years and band labels of the pyramid's finest level."""
+    finest = group.attrs["multiscales"]["layout"][0]["asset"]
+    years = tuple(int(y) for y in group[f"{finest}/time"][...])
+    bands = tuple(str(b) for b in group[f"{finest}/band"][...])
+    return years, bands
+
+
+def write_slice_vrts(pyramid: str | Path, variable: str = "scores") -> dict[tuple[int, int], str]:
+    """One VRT per (time index, band index) with the coarser levels as overviews; their paths."""
+    pyramid = Path(pyramid).absolute()
+    group = zarr.open_group(str(pyramid), mode="r")
+    attrs = dict(group.attrs)
+    levels = attrs["multiscales"]["layout"]
+    finest = group[f"{levels[0]['asset']}/{variable}"]
+    years, bands = pyramid_labels(group)
+    srs_xml = _srs_element(attrs.get("proj:wkt2") or attrs.get("proj:code"))
+    data_type = "Float64" if np.dtype(finest.dtype) == np.float64 else "Float32"
+    folder = _vrt_folder(pyramid)
+    paths = {}
+    for t, year in enumerate(years):
+        for b, band in enumerate(bands):
+            path = folder / f"{_safe(band)}_{year}.vrt"
+            path.write_text(
+                _slice_vrt(pyramid, variable, levels, t, b, srs_xml, data_type, finest.chunks)
+            )
+            paths[(t, b)] = str(path)
+    return paths
+
+
+def _slice_vrt(pyramid, variable, levels, t, b, srs_xml, data_type, chunks) -> str:
+    first = levels[0]
+    ny, nx = first["spatial:shape"]
+    a, rb, c, d, e, f = first["spatial:transform"]
+    block_y, block_x = chunks[2:]
+
+    def source(level: dict, tag: str) -> str:
+        uri = escape(f'ZARR:"{pyramid}":/{level["asset"]}/{variable}:{t}:{b}')
+        level_y, level_x = level["spatial:shape"]
+        return (
+            f'    <{tag}>\n      <SourceFilename relativeToVRT="0">{uri}</SourceFilename>\n'
+            "      <SourceBand>1</SourceBand>\n"
+            + (
+                f'      <SourceProperties RasterXSize="{level_x}" RasterYSize="{level_y}" '
+                f'DataType="{data_type}" BlockXSize="{block_x}" BlockYSize="{block_y}"/>\n'
+                f'      <SrcRect xOff="0" yOff="0" xSize="{nx}" ySize="{ny}"/>\n'
+                f'      <DstRect xOff="0" yOff="0" xSize="{nx}" ySize="{ny}"/>\n'
+                if tag == "SimpleSource"
+                else ""
+            )
+            + f"    </{tag}>\n"
+        )
+
+    overviews = "".join(source(level, "Overview") for level in levels[1:])
+    return (
+        f'<VRTDataset rasterXSize="{nx}" rasterYSize="{ny}">\n{srs_xml}'
+        f"  <GeoTransform>{c!r}, {a!r}, {rb!r}, {f!r}, {d!r}, {e!r}</GeoTransform>\n"
+        f'  <VRTRasterBand dataType="{data_type}" band="1" '
+        f'blockXSize="{block_x}" blockYSize="{block_y}">\n'
+        "    <NoDataValue>nan</NoDataValue>\n"
+        f"{source(first, 'SimpleSource')}{overviews}"
+        "  </VRTRasterBand>\n</VRTDataset>\n"
+    )
+
+
+def _srs_element(crs: str | None) -> str:
+    """The CRS in x/y (lon/lat) axis order: GDAL's Zarr slices otherwise swap it (PLATFORM.md)."""
+    if not crs:
+        return ""
+    srs = osr.SpatialReference()
+    if srs.SetFromUserInput(crs) != 0:
+        return ""
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    mapping = ",".join(str(axis) for axis in srs.GetDataAxisToSRSAxisMapping())
+    return f'  <SRS dataAxisToSRSAxisMapping="{mapping}">{escape(srs.ExportToWkt())}</SRS>\n'
+
+
+def _vrt_folder(pyramid: Path) -> Path:
+    """<pyramid>/vrt, or a temporary folder when the pyramid is read-only."""
+    folder = pyramid / VRT_FOLDER
+    try:
+        folder.mkdir(exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix=f"{pyramid.name}-vrt-"))
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def pyramid_slice_layers(pyramid: str | Path, variable: str = "scores"):
+    """(layer, score_layers.ScoreSlice) per (band, year), read through the VRTs."""
+    pyramid = str(Path(pyramid).absolute())
+    vrts = write_slice_vrts(pyramid, variable)
+    years, bands = pyramid_labels(zarr.open_group(pyramid, mode="r"))
+    result = []
+    for b, band in enumerate(bands):
+        layers = [QgsRasterLayer(vrts[(t, b)], str(year), "gdal") for t, year in enumerate(years)]
+        bad = [layer.source() for layer in layers if not layer.isValid()]
+        if bad:
+            raise ValueError(f"GDAL cannot read {bad[0]}")
+        high = score_layers.score_high(band, layers)
+        for layer, year in zip(layers, years, strict=True):
+            score = score_layers.ScoreSlice(pyramid, bands, band, years, year, high)
+            result.append((layer, score))
+    return result
+
+
+def register_pyramid_layers(pyramid, variable: str, context: QgsProcessingContext) -> int:
+    """Ask Processing to load the pyramid's score layers when the run ends; returns how many."""
+    if context.project() is None:
+        return 0
+    pairs = pyramid_slice_layers(pyramid, variable)
+    for layer, score in pairs:
+        context.temporaryLayerStore().addMapLayer(layer)
+        details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
+        details.forceName = True
+        details.setPostProcessor(score_layers.ScoreLayerPostProcessor.create(score))
+        context.addLayerToLoadOnCompletion(layer.id(), details)
+    return len(pairs)
+
+
+def load_pyramid_layers(pyramid, variable="scores", project: QgsProject | None = None, iface=None):
+    """Load a finished pyramid into a project (scripts, the console); returns the layers."""
+    project = project or QgsProject.instance()
+    pairs = pyramid_slice_layers(pyramid, variable)
+    for layer, score in pairs:
+        project.addMapLayer(layer, False)
+        score_layers.show_score_layer(layer, score, project, iface)
+    return [layer for layer, _ in pairs]

@@ -1,0 +1,175 @@
+"""Build multiscale pyramid: through processing.run and a model, and its layers in QGIS."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
+)
+
+from embedding_change.algorithms import build_multiscales, pyramid_layers
+from embedding_change.core import build_multiscales as build_pyramid
+from embedding_change.core.pyramid_levels import RESAMPLING_METHODS
+
+from .conftest import store_extent, write_scores_store
+
+pytestmark = pytest.mark.qgis
+ALGORITHM = "embeddingchange:buildmultiscales"
+SHAPE = (300, 520)  # three levels with 256-pixel tiles: 300 x 520, 150 x 260, 75 x 130
+
+
+def block_max(values: np.ndarray) -> np.ndarray:
+    """Each coarse pixel: the largest valid value of its 2 x 2 block (NaN if none), one by one."""
+    *lead, ny, nx = values.shape
+    result = np.full((*lead, math.ceil(ny / 2), math.ceil(nx / 2)), np.nan, np.float32)
+    for index in np.ndindex(result.shape):
+        *outer, i, j = index
+        block = values[(*outer, slice(2 * i, 2 * i + 2), slice(2 * j, 2 * j + 2))]
+        if not np.isnan(block).all():
+            result[index] = np.nanmax(block)
+    return result
+
+
+@pytest.fixture
+def large_scores(tmp_path):
+    return write_scores_store(tmp_path / "scores.zarr", years=range(2019, 2023), shape=SHAPE)
+
+
+def level_values(path, level: int) -> np.ndarray:
+    import xarray as xr
+
+    with xr.open_zarr(path, group=str(level)) as ds:
+        return ds["scores"].values
+
+
+def test_resampling_choices_are_the_engine_names():
+    assert set(build_multiscales.RESAMPLINGS) == set(RESAMPLING_METHODS)
+
+
+def test_processing_run_builds_levels_that_keep_the_highest_score(provider, large_scores, tmp_path):
+    import processing
+
+    output = tmp_path / "pyramid.zarr"
+    parameters = {"INPUT": str(large_scores.path), "VARIABLE": "scores", "RESAMPLING": 0}
+    result = processing.run(ALGORITHM, {**parameters, "OUTPUT": str(output)})
+
+    assert result["OUTPUT"] == str(output)
+    np.testing.assert_array_equal(level_values(output, 0), large_scores.scores)
+    assert level_values(output, 1).shape[2:] == (150, 260)
+    np.testing.assert_array_equal(level_values(output, 1), block_max(level_values(output, 0)))
+    np.testing.assert_array_equal(level_values(output, 2), block_max(level_values(output, 1)))
+    assert not (output / "3").exists()
+    assert (output / ".zmetadata").exists()  # Zarr v2: what GDAL 3.6 reads
+
+
+def test_a_cancelled_run_raises_and_leaves_no_output(provider, large_scores, tmp_path):
+    import processing
+
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    output = tmp_path / "pyramid.zarr"
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        processing.run(
+            ALGORITHM, {"INPUT": str(large_scores.path), "OUTPUT": str(output)}, feedback=feedback
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.zarr"]
+
+
+def test_engine_errors_are_processing_exceptions_saying_what_to_fix(provider, tmp_path):
+    import processing
+
+    with pytest.raises(QgsProcessingException, match="No Zarr store"):
+        processing.run(
+            ALGORITHM,
+            {"INPUT": str(tmp_path / "missing.zarr"), "OUTPUT": str(tmp_path / "pyramid.zarr")},
+        )
+
+
+def test_the_model_chains_change_scores_into_the_pyramid(provider, aef_store, tmp_path):
+    import processing
+
+    store, truth = aef_store
+    model = QgsProcessingModelAlgorithm("Change scores and pyramid", "Embedding change")
+    scores = QgsProcessingModelChildAlgorithm("embeddingchange:changescores")
+    scores.setChildId("scores")
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    scores.addParameterSources("STORE", [static(str(store))])
+    scores.addParameterSources("VARIABLE", [static("embeddings")])
+    scores.addParameterSources("EXTENT", [static(store_extent(truth.grid.bbox))])
+    scores.addParameterSources("METHODS", [static([1])])
+    model.addChildAlgorithm(scores)
+    pyramid = QgsProcessingModelChildAlgorithm(ALGORITHM)
+    pyramid.setChildId("pyramid")
+    pyramid.addParameterSources(
+        "INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("scores", "OUTPUT")]
+    )
+    pyramid.addParameterSources("VARIABLE", [static("scores")])
+    pyramid.addParameterSources("RESAMPLING", [static(0)])
+    pyramid.setModelOutputs({"Pyramid": QgsProcessingModelOutput("Pyramid")})
+    pyramid.modelOutput("Pyramid").setChildOutputName("OUTPUT")
+    model.addChildAlgorithm(pyramid)
+    model.updateDestinationParameters()
+    (output_name,) = [p.name() for p in model.destinationParameterDefinitions()]
+
+    output = tmp_path / "pyramid.zarr"
+    result = processing.run(model, {output_name: str(output)})
+
+    assert result[output_name] == str(output)
+    ny, nx = truth.grid.shape
+    assert level_values(output, 0).shape == (len(truth.years), 1, ny, nx)
+    np.testing.assert_array_equal(level_values(output, 1), block_max(level_values(output, 0)))
+
+
+def test_pyramid_layers_read_level_zero_with_the_coarser_levels_as_overviews(
+    project, large_scores, tmp_path
+):
+    output = tmp_path / "pyramid.zarr"
+    build_pyramid(large_scores.path, output, resampling="max", zarr_format=2)
+
+    layers = pyramid_layers.load_pyramid_layers(output, project=project)
+
+    assert len(layers) == len(large_scores.years) * len(large_scores.bands)
+    xmin, ymin, xmax, ymax = large_scores.bbox
+    for layer in layers:
+        assert layer.isValid()
+        assert layer.crs().authid() == "EPSG:4326"
+        extent = layer.extent()
+        assert (extent.xMinimum(), extent.yMinimum()) == pytest.approx((xmin, ymin), abs=1e-9)
+        assert (extent.xMaximum(), extent.yMaximum()) == pytest.approx((xmax, ymax), abs=1e-9)
+        t = large_scores.years.index(int(layer.customProperty("embedding_change/year")))
+        b = large_scores.bands.index(layer.customProperty("embedding_change/band"))
+        dataset = gdal.Open(layer.source())  # keep it: its bands die with it
+        band = dataset.GetRasterBand(1)
+        np.testing.assert_array_equal(band.ReadAsArray(), large_scores.scores[t, b])
+        assert band.GetOverviewCount() == 2
+        for k in (1, 2):
+            overview = band.GetOverview(k - 1).ReadAsArray()
+            np.testing.assert_array_equal(overview, level_values(output, k)[t, b])
+
+
+def test_pyramid_layers_are_grouped_styled_and_animated_like_score_layers(
+    project, large_scores, tmp_path
+):
+    output = tmp_path / "pyramid.zarr"
+    build_pyramid(large_scores.path, output, zarr_format=2)
+
+    pyramid_layers.load_pyramid_layers(output, project=project)
+
+    (run_group,) = project.layerTreeRoot().findGroups()
+    assert run_group.name() == "pyramid.zarr"
+    assert [g.name() for g in run_group.findGroups()] == list(large_scores.bands)
+    for group in run_group.findGroups():
+        assert [n.name() for n in group.findLayers()] == [str(y) for y in large_scores.years]
+        for node in group.findLayers():
+            assert node.layer().renderer().type() == "singlebandpseudocolor"
+            assert node.layer().temporalProperties().isActive()
+    assert project.timeSettings().temporalRange().begin().date().year() == 2019
