@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from embedding_change.algorithms import score_layers
 from osgeo import gdal
 from qgis.core import (
     QgsApplication,
@@ -14,6 +13,8 @@ from qgis.core import (
     QgsRasterLayer,
     QgsUnitTypes,
 )
+
+from embedding_change.algorithms import score_layers
 
 from .conftest import ALGORITHM, ZSCORE_BANDS, write_scores_store
 

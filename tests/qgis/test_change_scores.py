@@ -1,0 +1,356 @@
+"""algorithms/change_scores.py: the Processing algorithm, from disk and S3, in the background."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgorithm,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProject,
+)
+from qgis.PyQt.QtWidgets import QApplication
+
+from embedding_change.algorithms.change_scores import (
+    AEF_STORE,
+    METHODS,
+    METRICS,
+    parse_years,
+)
+from embedding_change.core import compute_change_scores, kernels
+from embedding_change.core.store import open_embedding_store
+
+from .conftest import ALGORITHM, store_extent
+
+pytestmark = pytest.mark.qgis
+
+EARTH_RADIUS = 6378137.0
+# A box inside the session store whose edges fall between pixel edges.
+INSIDE = (0.1037, 0.5513, 0.2071, 0.6129)
+
+
+def run(parameters, feedback=None):
+    import processing
+
+    return processing.run(ALGORITHM, parameters, feedback=feedback or QgsProcessingFeedback())
+
+
+def store_bbox(aef_store):
+    path, _ = aef_store
+    return open_embedding_store(path).grid.bbox
+
+
+def part_of(bbox, fraction):
+    xmin, ymin, xmax, ymax = bbox
+    fx0, fx1, fy0, fy1 = fraction
+    w, h = xmax - xmin, ymax - ymin
+    return (xmin + fx0 * w, ymin + fy0 * h, xmin + fx1 * w, ymin + fy1 * h)
+
+
+def web_mercator(lon, lat):
+    """EPSG:3857 from degrees, the spherical formula (independent of QGIS and PROJ)."""
+    x = EARTH_RADIUS * math.radians(lon)
+    y = EARTH_RADIUS * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+    return x, y
+
+
+def scores_of(path):
+    with xr.open_zarr(path, consolidated=None) as scores:
+        return scores.load()
+
+
+def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+
+    names = [p.name() for p in algorithm.parameterDefinitions()]
+    assert names == [
+        "STORE",
+        "VARIABLE",
+        "EXTENT",
+        "METHODS",
+        "METRIC",
+        "ROBUST_ZSCORE",
+        "YEARS",
+        "STORAGE_OPTIONS",
+        "SCHEDULER",
+        "OUTPUT",
+    ]
+    parameter = algorithm.parameterDefinition
+    assert parameter("STORE").defaultValue() == AEF_STORE
+    assert parameter("VARIABLE").defaultValue() == "embeddings"
+    assert parameter("METHODS").options() == list(kernels.METHODS) == list(METHODS)
+    assert parameter("METRIC").options() == list(kernels.METRICS) == list(METRICS)
+    assert parameter("METHODS").defaultValue() == [0, 1]
+    assert parameter("ROBUST_ZSCORE").defaultValue() is True
+    for name in ("STORAGE_OPTIONS", "SCHEDULER"):
+        assert parameter(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    assert not algorithm.flags() & QgsProcessingAlgorithm.FlagNoThreading
+    assert algorithm.flags() & QgsProcessingAlgorithm.FlagCanCancel
+    assert algorithm.flags() & QgsProcessingAlgorithm.FlagSupportsBatch
+
+
+def test_scores_equal_the_engine_on_the_same_box_given_in_another_crs(
+    provider, aef_store, tmp_path
+):
+    path, _ = aef_store
+    xmin, ymin, xmax, ymax = part_of(store_bbox(aef_store), INSIDE)
+    x0, y0 = web_mercator(xmin, ymin)
+    x1, y1 = web_mercator(xmax, ymax)
+
+    result = run(
+        {
+            "STORE": str(path),
+            "EXTENT": f"{x0!r},{x1!r},{y0!r},{y1!r} [EPSG:3857]",
+            "OUTPUT": str(tmp_path / "qgis.zarr"),
+        }
+    )
+
+    assert result["OUTPUT"] == str(tmp_path / "qgis.zarr")
+    expected = compute_change_scores(path, tmp_path / "engine.zarr", bbox=(xmin, ymin, xmax, ymax))
+    got = scores_of(result["OUTPUT"])
+    assert got["scores"].shape == expected["scores"].shape
+    np.testing.assert_array_equal(got["x"], expected["x"])
+    np.testing.assert_array_equal(got["y"], expected["y"])
+    np.testing.assert_array_equal(got["band"], expected["band"])
+    np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
+
+
+def test_reads_a_store_from_the_local_s3_server(provider, s3_bucket, s3_storage_options, tmp_path):
+    from embedding_change.core.synthetic import write_aef_like_store
+
+    url = f"{s3_bucket}/aef.zarr"
+    write_aef_like_store(url, shape=(200, 260), seed=3, storage_options=s3_storage_options)
+    write_aef_like_store(tmp_path / "same.zarr", shape=(200, 260), seed=3)
+    bbox = part_of(open_embedding_store(tmp_path / "same.zarr").grid.bbox, INSIDE)
+
+    result = run(
+        {
+            "STORE": url,
+            "STORAGE_OPTIONS": json.dumps(s3_storage_options),
+            "EXTENT": store_extent(bbox),
+            "METHODS": [1],
+            "METRIC": 2,
+            "ROBUST_ZSCORE": False,
+            "OUTPUT": str(tmp_path / "from_s3.zarr"),
+        }
+    )
+
+    expected = compute_change_scores(
+        tmp_path / "same.zarr",
+        tmp_path / "engine.zarr",
+        bbox=bbox,
+        methods=("loo_medoid",),
+        metric="euclidean",
+        robust_zscore=False,
+    )
+    got = scores_of(result["OUTPUT"])
+    assert list(got["band"].values) == ["loo_medoid_euclidean_distance"]
+    np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
+
+
+def test_years_parameter_scores_only_those_years(provider, aef_store, tmp_path):
+    path, _ = aef_store
+    result = run(
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "YEARS": "2018, 2020-2022,2025",
+            "OUTPUT": str(tmp_path / "years.zarr"),
+        }
+    )
+    assert list(scores_of(result["OUTPUT"])["time"].values) == [2018, 2020, 2021, 2022, 2025]
+
+
+def test_log_says_what_was_read_and_how_long_it_took(provider, aef_store, tmp_path):
+    path, _ = aef_store
+    feedback = QgsProcessingFeedback()
+    run(
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "OUTPUT": str(tmp_path / "log.zarr"),
+        },
+        feedback,
+    )
+    scores = scores_of(tmp_path / "log.zarr")
+    ny, nx = scores["scores"].shape[2:]
+    log = feedback.textLog()
+    assert f"{nx} x {ny} = {nx * ny:,} pixels" in log
+    assert "years 2017, 2018, 2019, 2020, 2021, 2022, 2023, 2024, 2025" in log
+    assert f"{nx * ny * 9 * 64 / 2**20:,.1f} MiB of embeddings" in log
+    assert " s, " in log and "Wrote 2 scores" in log
+
+
+def test_a_run_loads_the_score_layers_into_the_project(provider, project, aef_store, tmp_path):
+    import processing
+
+    path, _ = aef_store
+    processing.runAndLoadResults(
+        ALGORITHM,
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "OUTPUT": str(tmp_path / "loaded.zarr"),
+        },
+    )
+
+    (run_group,) = project.layerTreeRoot().findGroups()
+    assert run_group.name() == "loaded.zarr"
+    groups = run_group.findGroups()
+    assert [g.name() for g in groups] == list(kernels.score_labels(METHODS, METRICS[0], True))
+    for group in groups:
+        assert [n.name() for n in group.findLayers()] == [str(y) for y in range(2017, 2026)]
+    assert len(project.mapLayers()) == 18
+
+
+def test_runs_as_a_background_task_reporting_progress(provider, project, aef_store, tmp_path):
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    path, _ = aef_store
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    feedback = QgsProcessingFeedback()
+    progress = []
+    feedback.progressChanged.connect(progress.append)
+    outcome = {}
+    task = QgsProcessingAlgRunnerTask(
+        algorithm,
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store)),
+            "OUTPUT": str(tmp_path / "task.zarr"),
+        },
+        context,
+        feedback,
+    )
+    task.executed.connect(lambda ok, results: outcome.update(ok=ok, results=results))
+    QgsApplication.taskManager().addTask(task)
+    while "ok" not in outcome:  # the main thread keeps handling events meanwhile
+        QApplication.processEvents()
+
+    assert outcome["ok"], feedback.textLog()
+    assert outcome["results"]["OUTPUT"] == str(tmp_path / "task.zarr")
+    assert progress and max(progress) == pytest.approx(100)
+    assert progress == sorted(progress)
+    assert handleAlgorithmResults(algorithm, context, feedback)
+    assert len(project.mapLayers()) == 18
+
+
+def test_cancel_stops_the_run_and_leaves_no_output(provider, aef_store, tmp_path):
+    path, _ = aef_store
+    feedback = QgsProcessingFeedback()
+    progress = []
+
+    def cancel_after_first_tile(value):
+        progress.append(value)
+        feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_after_first_tile)
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        run(
+            {
+                "STORE": str(path),
+                "EXTENT": store_extent(store_bbox(aef_store)),
+                "SCHEDULER": "synchronous",
+                "OUTPUT": str(tmp_path / "cancelled.zarr"),
+            },
+            feedback,
+        )
+    assert max(progress) < 100
+    assert not (tmp_path / "cancelled.zarr").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"STORE": "/no/such/store.zarr"}, "No Zarr store at /no/such/store.zarr"),
+        ({"VARIABLE": "embedding"}, "no variable 'embedding'"),
+        ({"EXTENT": "10,11,50,51 [EPSG:4326]"}, "lies outside the store"),
+        ({"OUTPUT": "{tmp}/missing/out.zarr"}, "does not exist; create it first"),
+        ({"OUTPUT": "{store}"}, "already exists; choose a new name"),
+        ({"YEARS": "2018-19"}, "write years and ranges like 2018,2020-2023"),
+        ({"YEARS": "2019"}, "at least two years"),
+        ({"YEARS": "2010-2018"}, "not in the store"),
+        ({"STORAGE_OPTIONS": "{anon: true}"}, "Storage options must be JSON"),
+        ({"STORAGE_OPTIONS": "[1, 2]"}, "must be a JSON object"),
+    ],
+)
+def test_bad_input_says_what_to_fix(provider, aef_store, tmp_path, change, message):
+    path, _ = aef_store
+    parameters = {
+        "STORE": str(path),
+        "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+        "OUTPUT": str(tmp_path / "out.zarr"),
+    }
+    parameters.update(
+        {
+            k: v.replace("{tmp}", str(tmp_path)).replace("{store}", str(path))
+            for k, v in change.items()
+        }
+    )
+    with pytest.raises(QgsProcessingException, match=message):
+        run(parameters)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_unreachable_s3_store_says_what_to_check(provider, s3_storage_options, tmp_path):
+    with pytest.raises(QgsProcessingException, match="s3://no-such-bucket/aef.zarr") as error:
+        run(
+            {
+                "STORE": "s3://no-such-bucket/aef.zarr",
+                "STORAGE_OPTIONS": json.dumps(s3_storage_options),
+                "EXTENT": "-105.3,-105.2,40.0,40.1 [EPSG:4326]",
+                "OUTPUT": str(tmp_path / "out.zarr"),
+            }
+        )
+    assert "Check" in str(error.value)
+
+
+def test_years_text_reads_lists_and_ranges():
+    assert parse_years("") is None
+    assert parse_years(" 2018,2020-2023 ") == [2018, 2020, 2021, 2022, 2023]
+    assert parse_years("2021;2019 - 2020") == [2019, 2020, 2021]
+    with pytest.raises(QgsProcessingException, match="backwards"):
+        parse_years("2023-2020")
+
+
+def test_batch_dialog_runs_each_row_and_loads_its_layers(
+    provider, project, aef_store, tmp_path, qgis_iface
+):
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from processing.tools import dataobjects
+
+    path, _ = aef_store
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
+    dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+    panel = dialog.mainWidget()
+    context = dataobjects.createContext()
+    rows = [(0.05, 0.35, 0.1, 0.4), (0.55, 0.95, 0.5, 0.9)]
+    panel.addRow(len(rows) - panel.batchRowCount())
+    for row, fraction in enumerate(rows):
+        values = {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), fraction),
+        }
+        for name, value in values.items():
+            panel.wrappers[row][panel.parameter_to_column[name]].setParameterValue(value, context)
+        output = panel.tblParameters.cellWidget(row + 1, panel.parameter_to_column["OUTPUT"])
+        output.setValue(str(tmp_path / f"row{row}.zarr"))
+
+    dialog.runAlgorithm()
+    dialog.close()
+
+    for row in range(len(rows)):
+        assert scores_of(tmp_path / f"row{row}.zarr")["scores"].shape[:2] == (9, 2)
+    assert len(QgsProject.instance().mapLayers()) == 2 * 18
