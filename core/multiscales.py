@@ -91,16 +91,18 @@ def build_multiscales(
 
 
 def _crs_wkt(store: EmbeddingStore) -> str | None:
-    """The CRS as WKT2: from the source's attributes, else from its EPSG code via GDAL."""
-    wkt = store.attrs.get("proj:wkt2") or (store.array.attrs.get("_CRS") or {}).get("wkt")
-    if wkt or not store.grid.crs:
-        return wkt
+    """The CRS as WKT2: the source's proj:wkt2, else its code or GDAL _CRS WKT made WKT2 by GDAL."""
+    if store.attrs.get("proj:wkt2"):
+        return store.attrs["proj:wkt2"]
+    crs = store.grid.crs or (store.array.attrs.get("_CRS") or {}).get("wkt")
+    if not crs:
+        return None
     try:
         from osgeo import osr
     except ImportError:  # no GDAL: proj:code alone still names the CRS
         return None
     srs = osr.SpatialReference()
-    if srs.SetFromUserInput(store.grid.crs) != 0:
+    if srs.SetFromUserInput(crs) != 0:
         return None
     return srs.ExportToWkt(["FORMAT=WKT2_2019"])
 

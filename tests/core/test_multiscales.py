@@ -312,3 +312,45 @@ def test_the_root_records_where_the_pyramid_came_from(source, tmp_path):
     attrs = json.loads((output / ".zattrs").read_text())
     assert attrs["embedding_change:source"] == str(Path(path).absolute())
     assert attrs["embedding_change:variable"] == "scores"
+
+
+def test_a_pyramid_reads_and_writes_s3(s3_bucket, s3_storage_options, tmp_path):
+    values = scores_with_nan_edges(shape=(1, 2, 21, 18), seed=9)
+    local = write_scores_store(tmp_path / "scores.zarr", values)
+    source = f"{s3_bucket}/scores.zarr"
+    xr.open_zarr(local).to_zarr(source, storage_options=s3_storage_options, zarr_format=3)
+    output = f"{s3_bucket}/pyramid.zarr"
+    build_multiscales(
+        source,
+        output,
+        tile=8,
+        resampling="max",
+        storage_options=s3_storage_options,
+        output_storage_options=s3_storage_options,
+    )
+    tree = xr.open_datatree(output, engine="zarr", storage_options=s3_storage_options)
+    zarr_cm.validate_all(dict(tree.attrs))
+    np.testing.assert_array_equal(tree["0"].ds["scores"].values, values)
+    np.testing.assert_allclose(
+        tree["2"].ds["scores"].values, reference_halve(reference_halve(values, "max"), "max")
+    )
+
+
+def test_a_dask_cluster_builds_the_same_pyramid_as_threads(source, tmp_path):
+    from distributed import Client, LocalCluster
+
+    path, _ = source
+    threads = build_multiscales(path, tmp_path / "threads.zarr", tile=8)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        fractions = []
+        on_cluster = build_multiscales(
+            path, tmp_path / "cluster.zarr", tile=8, scheduler=client, progress=fractions.append
+        )
+    for level in threads.children:
+        np.testing.assert_array_equal(
+            on_cluster[level].ds["scores"].values, threads[level].ds["scores"].values
+        )
+    assert fractions[-1] == pytest.approx(1.0)
