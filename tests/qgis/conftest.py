@@ -17,14 +17,18 @@ ZSCORE_BANDS = (
 )
 
 
-@pytest.fixture(scope="session")
+_PROVIDERS = []  # Python must keep registered providers alive (sip)
+
+
+@pytest.fixture
 def provider(qgis_processing):
     """The plugin's provider in the Processing registry, as the plugin registers it."""
     from embedding_change.provider.provider import EmbeddingChangeProvider
 
     registry = QgsApplication.processingRegistry()
     if registry.providerById("embeddingchange") is None:
-        registry.addProvider(EmbeddingChangeProvider())
+        _PROVIDERS.append(EmbeddingChangeProvider())
+        registry.addProvider(_PROVIDERS[-1])
     return registry.providerById("embeddingchange")
 
 
