@@ -1,11 +1,21 @@
 """numba kernels: per-pixel change scores over a block of embeddings.
 
-A block is (time, band, y, x) as stored. The kernel works a row at a time so the
-inner loops run along x over contiguous memory: load and dequantise the row, build
-every pixel's year-by-year distance matrix, then score each pixel from its matrix.
+A block is (time, band, y, x) as stored. The kernel works a row at a time and every
+inner loop runs along x over contiguous memory, so numba turns it into SIMD code: load
+and dequantise the row, build every pixel's year-by-year distance matrix, score all
+pixels of the row at once (branch-free selects, sorting networks for the medians).
 
 Distances use the stable forms: cosine distance of unit vectors is |a - b|^2 / 2,
-euclidean is |a - b|; both are sums of squared differences, exact enough in float32.
+euclidean is |a - b|; sums of squared differences keep small distances accurate in
+float32 and identical years exactly 0.
+
+NaN rules (DATA.md; a score is NaN where it has too few valid years to mean anything):
+- a year has no data where its first band is `nodata` (integer stores) or NaN (floats);
+  for the cosine metrics a zero vector has no direction and counts as no data too;
+- difference: to the previous year WITH data; NaN for the first year with data;
+- loo_medoid: NaN with fewer than 3 valid years; a tie between medoids goes to the
+  earlier year (sums within float32 rounding of each other are a tie);
+- robust z-score: NaN with fewer than 3 finite scores or where the MAD is 0 (not inf).
 """
 
 from __future__ import annotations
@@ -23,6 +33,11 @@ METRICS = ("alpha_earth_cosine", "cosine", "euclidean")
 MIN_YEARS_LOO_MEDOID = 3
 MIN_SCORES_ZSCORE = 3
 MAD_TO_SIGMA = 1.4826
+# |a - b|^2 of two float32-normalised parallel vectors is rounding noise below ~1e-14;
+# the smallest real AEF change (one band, one quantum) is ~4e-9. Below this: distance 0.
+COSINE_NOISE_FLOOR = 1e-12
+# Medoid sums this close (relative to the pixel's largest sum) are a tie: the earlier year wins.
+MEDOID_TIE = 1e-5
 
 
 def score_labels(methods, metric: str, robust_zscore: bool) -> list[str]:
@@ -35,8 +50,9 @@ def check_methods_and_metric(methods, metric: str) -> tuple[str, ...]:
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
+        choices = ", ".join(METHODS)
         raise ParameterError(
-            f"Unknown or missing score method {unknown or methods}; choose from {', '.join(METHODS)}."
+            f"Unknown or missing score method {unknown or methods}; choose from {choices}."
         )
     if len(set(methods)) != len(methods):
         raise ParameterError(f"Score methods are repeated: {methods}.")
@@ -54,7 +70,7 @@ def change_scores(
     signed_square: bool = False,
     nodata: int | None = None,
 ) -> np.ndarray:
-    """Scores for a (time, band, y, x) block: float32 (time, score, y, x), scores in `methods` order.
+    """Scores of a (time, band, y, x) block: float32 (time, score, y, x), in `methods` order.
 
     `signed_square` says the stored values are AEF-quantised: every metric but the plain
     "cosine" dequantises them first. A year has no data where its value equals `nodata`
@@ -165,13 +181,17 @@ def _load_row(block, y, signed_square, nodata, has_nodata, values, valid):
 
 @njit(cache=True, nogil=True)
 def _normalise_row(values, valid, norm):
-    """Scale each (year, pixel) vector to unit length; a zero vector has no direction: not valid."""
+    """Scale each (year, pixel) vector to unit length; a zero vector has no direction: not valid.
+
+    The norm is summed in float64 so that parallel vectors come out equal to float32 rounding.
+    """
     T, B, W = values.shape
     for t in range(T):
         norm[:] = 0.0
         for b in range(B):
             for x in range(W):
-                norm[x] += values[t, b, x] * values[t, b, x]
+                v = np.float64(values[t, b, x])
+                norm[x] += v * v
         for x in range(W):
             if norm[x] > 0.0:
                 norm[x] = 1.0 / math.sqrt(norm[x])
@@ -179,7 +199,7 @@ def _normalise_row(values, valid, norm):
                 valid[t, x] = False
         for b in range(B):
             for x in range(W):
-                values[t, b, x] *= norm[x]
+                values[t, b, x] = np.float32(values[t, b, x] * norm[x])
 
 
 @njit(cache=True, nogil=True)
@@ -196,7 +216,10 @@ def _distance_row(values, cosine, acc, dist):
                     d = values[i, b, x] - values[j, b, x]
                     acc[x] += d * d
             for x in range(W):
-                d = 0.5 * acc[x] if cosine else math.sqrt(acc[x])
+                if cosine:
+                    d = 0.5 * acc[x] if acc[x] > COSINE_NOISE_FLOOR else 0.0
+                else:
+                    d = math.sqrt(acc[x])
                 dist[x, i, j] = d
                 dist[x, j, i] = d
 
@@ -219,10 +242,13 @@ def _loo_medoid(dist, valid, out, row_sums):
 
     The medoid of E_-k minimises sum_{j in E_-k} d(e_i, e_j) = R_i - d(e_i, e_k), with R_i the
     row sum over all valid years (d(e_i, e_i) = 0), so each k costs O(T), not O(T^2).
+    Sums within MEDOID_TIE of each other are a tie (float32 rounding cannot order them):
+    the earlier year wins, e.g. with three valid years the first remaining one.
     """
     T = dist.shape[0]
     out[:] = np.nan
     n_valid = 0
+    tolerance = 0.0
     for i in range(T):
         row_sums[i] = 0.0
         if valid[i]:
@@ -230,6 +256,7 @@ def _loo_medoid(dist, valid, out, row_sums):
             for j in range(T):
                 if valid[j]:
                     row_sums[i] += dist[i, j]
+            tolerance = max(tolerance, MEDOID_TIE * row_sums[i])
     if n_valid < MIN_YEARS_LOO_MEDOID:
         return
     for k in range(T):
@@ -240,7 +267,7 @@ def _loo_medoid(dist, valid, out, row_sums):
         for i in range(T):
             if i != k and valid[i]:
                 total = row_sums[i] - dist[i, k]
-                if total < best:  # the first year wins a tie
+                if total < best - tolerance:  # the first year wins a tie
                     best = total
                     medoid = i
         out[k] = dist[k, medoid]
@@ -261,7 +288,7 @@ def _scores_block(
     T, B, H, W = block.shape
     values = np.empty((T, B, W), np.float32)
     valid = np.empty((T, W), np.bool_)
-    norm = np.empty(W, np.float32)
+    norm = np.empty(W, np.float64)
     acc = np.empty(W, np.float32)
     dist = np.empty((W, T, T), np.float32)
     series = np.empty(T, np.float32)
