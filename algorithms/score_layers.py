@@ -38,15 +38,16 @@ SCORES_VARIABLE = "scores"
 PROPERTY = "embedding_change"  # prefix of the custom properties on our layers and groups
 
 # Colour stops as fractions of the score called "high", colours from ColorBrewer's YlOrRd.
-# Below a quarter of "high" a score is ordinary: fully transparent.
+# Up to 3/8 of "high" a score is ordinary: fully transparent.
 RAMP_STOPS = (
-    (0.25, QColor(255, 255, 178, 0)),
-    (0.375, QColor(254, 204, 92, 170)),
-    (0.625, QColor(253, 141, 60, 220)),
+    (0.375, QColor(255, 255, 178, 0)),
+    (0.5, QColor(254, 204, 92, 150)),
+    (0.75, QColor(253, 141, 60, 220)),
     (1.0, QColor(189, 0, 38, 255)),
 )
-# A robust z-score of 8 is far out in any series; with the stops above, z < 2 stays transparent,
-# 3 is yellow, 5 orange and 8 or more dark red.
+# A robust z-score of 8 is far out in any series. With the stops above, z <= 3 stays
+# transparent (on 9 years of noise, a few percent of pixels pass 3), 4 is yellow, 6 orange and
+# 8 or more dark red.
 ZSCORE_HIGH = 8.0
 # Plain distances have no fixed scale: "high" is their 99th percentile over all years.
 DISTANCE_HIGH_QUANTILE = 0.99

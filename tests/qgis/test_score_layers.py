@@ -142,9 +142,9 @@ def test_high_zscores_are_painted_opaque_red_and_ordinary_ones_transparent(proje
     assert (rgba[ordinary][:, 3] == 0).all()
 
     ramp = event.renderer().shader().rasterShaderFunction()
-    alpha = {z: ramp.shade(z)[4] for z in (-5.0, 0.0, 1.9, 3.0, 5.0, 8.0, 30.0)}
-    assert alpha[-5.0] == alpha[0.0] == alpha[1.9] == 0
-    assert 0 < alpha[3.0] < alpha[5.0] < alpha[8.0] == alpha[30.0] == 255
+    alpha = {z: ramp.shade(z)[4] for z in (-5.0, 0.0, 1.9, 3.0, 4.0, 6.0, 8.0, 30.0)}
+    assert alpha[-5.0] == alpha[0.0] == alpha[1.9] == alpha[3.0] == 0
+    assert 0 < alpha[4.0] < alpha[6.0] < alpha[8.0] == alpha[30.0] == 255
 
 
 def test_no_data_is_transparent(project, scores_store):
