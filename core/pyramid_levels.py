@@ -44,8 +44,11 @@ def halve(values: np.ndarray, method: str) -> np.ndarray:
     values = np.asarray(values)
     dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float32)
     *lead, ny, nx = values.shape
-    padded = np.full((*lead, ny + ny % 2, nx + nx % 2), np.nan, dtype=dtype)
-    padded[..., :ny, :nx] = values
+    if ny % 2 or nx % 2 or values.dtype != dtype:
+        padded = np.full((*lead, ny + ny % 2, nx + nx % 2), np.nan, dtype=dtype)
+        padded[..., :ny, :nx] = values
+    else:
+        padded = values
     # (..., y/2, 2, x/2, 2) -> (..., y/2, x/2, 4) with the block in row order.
     half_y, half_x = padded.shape[-2] // 2, padded.shape[-1] // 2
     blocks = padded.reshape(*lead, half_y, 2, half_x, 2)
