@@ -6,7 +6,7 @@
 # Quick when everything is already there. Source it to get the environment:
 #   source scripts/setup.sh        (or run it: bash scripts/setup.sh)
 #   bash scripts/setup.sh --relock (re-resolve requirements.in into requirements.lock)
-set -euo pipefail
+# Sourced, it leaves the calling shell's options alone: the install steps run in a subshell.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -65,14 +65,14 @@ link_plugin() {
 }
 
 if [ "${1:-}" = "--relock" ]; then
-  install_qgis
-  relock
+  (set -euo pipefail; install_qgis; relock) || exit 1
   exit 0
 fi
 
-install_qgis
-install_venv
-link_plugin
+(set -euo pipefail; install_qgis; install_venv; link_plugin) || {
+  log "set-up failed: see the messages above"
+  return 1 2>/dev/null || exit 1
+}
 
 # The environment QGIS, qgis_process and the tests need (PLATFORM.md).
 export PATH="$VENV/bin:$PATH"
