@@ -1,9 +1,9 @@
 """numba kernels: per-pixel change scores over a block of embeddings.
 
-A block is (time, band, y, x) as stored. The kernel works a row at a time and every
-inner loop runs along x over contiguous memory, so numba turns it into SIMD code: load
-and dequantise the row, build every pixel's year-by-year distance matrix, score all
-pixels of the row at once (branch-free selects, sorting networks for the medians).
+A block is (time, band, y, x) as stored. The kernel works a row at a time and every inner
+loop runs along the row's pixels over contiguous memory, so numba turns it into SIMD code:
+load and dequantise the row, build every pixel's year-by-year distance matrix, then score
+all its pixels at once with branch-free selects and sorting networks for the medians.
 
 Distances use the stable forms: cosine distance of unit vectors is |a - b|^2 / 2,
 euclidean is |a - b|; sums of squared differences keep small distances accurate in
@@ -99,84 +99,92 @@ def robust_time_zscore(scores: np.ndarray) -> np.ndarray:
     """Robust z-score along axis 0: (s - median) / (1.4826 * MAD), NaN-aware, NaN where MAD is 0."""
     flat = np.ascontiguousarray(scores, dtype=np.float32).reshape(scores.shape[0], -1)
     out = np.empty_like(flat)
-    _zscore_columns(flat, out)
+    for start in range(0, flat.shape[1], ZSCORE_COLUMNS):
+        series = np.ascontiguousarray(flat[:, start : start + ZSCORE_COLUMNS])
+        zscores = np.empty_like(series)
+        _zscore_row(series, np.empty_like(series), zscores)
+        out[:, start : start + ZSCORE_COLUMNS] = zscores
     return out.reshape(scores.shape)
 
 
-@njit(cache=True, nogil=True)
-def _zscore_columns(flat, out):
-    T, n = flat.shape
-    series = np.empty(T, np.float32)
-    result = np.empty(T, np.float32)
-    work = np.empty(T, np.float64)
-    for i in range(n):
-        for t in range(T):
-            series[t] = flat[t, i]
-        _zscore_series(series, result, work)
-        for t in range(T):
-            out[t, i] = result[t]
+ZSCORE_COLUMNS = 4096  # series that robust_time_zscore scores together
 
 
 @njit(cache=True, nogil=True)
-def _sorted_median(values, n):
-    """Median of values[:n], sorting them in place (insertion sort: n is a handful of years)."""
-    for i in range(1, n):
-        v = values[i]
-        j = i - 1
-        while j >= 0 and values[j] > v:
-            values[j + 1] = values[j]
-            j -= 1
-        values[j + 1] = v
-    half = n // 2
-    if n % 2 == 1:
-        return values[half]
-    return 0.5 * (values[half - 1] + values[half])
+def _sort_columns(values):
+    """Sort each column of (T, n) ascending: odd-even transposition network, branch-free."""
+    T, n = values.shape
+    for step in range(T):
+        for t in range(step % 2, T - 1, 2):
+            for p in range(n):
+                a = values[t, p]
+                b = values[t + 1, p]
+                values[t, p] = min(a, b)
+                values[t + 1, p] = max(a, b)
 
 
 @njit(cache=True, nogil=True)
-def _zscore_series(series, out, work):
-    """Robust z-score of one pixel's series into `out`; `work` is scratch of the same length."""
-    T = series.shape[0]
-    n = 0
+def _column_medians(values, counts, medians):
+    """Median of the first counts[p] values of each sorted column."""
+    for p in range(values.shape[1]):
+        c = counts[p]
+        if c == 0:
+            medians[p] = np.nan
+        elif c % 2 == 1:
+            medians[p] = values[c // 2, p]
+        else:
+            medians[p] = np.float32(0.5) * (values[c // 2 - 1, p] + values[c // 2, p])
+
+
+@njit(cache=True, nogil=True)
+def _zscore_row(series, scratch, out):
+    """Robust z-score of each pixel's series (T, n) into `out`; NaN scores sort last as inf."""
+    T, n = series.shape
+    counts = np.zeros(n, np.int64)
+    medians = np.empty(n, np.float32)
+    mads = np.empty(n, np.float32)
     for t in range(T):
-        if not math.isnan(series[t]):
-            work[n] = series[t]
-            n += 1
-    if n < MIN_SCORES_ZSCORE:
-        out[:] = np.nan
-        return
-    median = _sorted_median(work, n)
-    for i in range(n):
-        work[i] = abs(work[i] - median)
-    mad = _sorted_median(work, n)
-    if mad == 0.0:
-        out[:] = np.nan
-        return
-    scale = MAD_TO_SIGMA * mad
+        for p in range(n):
+            v = series[t, p]
+            finite = not math.isnan(v)
+            counts[p] += finite
+            scratch[t, p] = v if finite else np.inf
+    _sort_columns(scratch)
+    _column_medians(scratch, counts, medians)
     for t in range(T):
-        out[t] = (series[t] - median) / scale  # NaN stays NaN
+        for p in range(n):
+            v = series[t, p]
+            scratch[t, p] = abs(v - medians[p]) if not math.isnan(v) else np.inf
+    _sort_columns(scratch)
+    _column_medians(scratch, counts, mads)
+    for t in range(T):
+        for p in range(n):
+            usable = counts[p] >= MIN_SCORES_ZSCORE and mads[p] > 0.0
+            scale = np.float32(MAD_TO_SIGMA) * mads[p]
+            out[t, p] = (series[t, p] - medians[p]) / scale if usable else np.nan
 
 
 @njit(cache=True, nogil=True)
 def _load_row(block, y, signed_square, nodata, has_nodata, values, valid):
-    """Row y of the block as float32 (time, band, x); valid[t, x] False where year t has no data.
+    """Row y of the block as float32 (time, band, pixel); valid[t, p] False where no data.
 
     No data is marked in every band at once (DATA.md), so the first band tells.
     signed_square: value = sign(q) * (q / 127.5)^2 = q * |q| / 127.5^2.
     """
-    T, B, _, W = block.shape
+    T, B, _, n = block.shape
+    scale = np.float32(1.0 / 127.5**2)
     for t in range(T):
-        for x in range(W):
-            q = block[t, 0, y, x]
-            valid[t, x] = not ((has_nodata and q == nodata) or math.isnan(np.float32(q)))
+        for p in range(n):
+            q = block[t, 0, y, p]
+            valid[t, p] = not ((has_nodata and q == nodata) or math.isnan(np.float32(q)))
         for b in range(B):
             if signed_square:
-                for x in range(W):
-                    v = np.float32(block[t, b, y, x])
-                    values[t, b, x] = v * abs(v) * np.float32(1.0 / 127.5**2)
+                for p in range(n):
+                    v = np.float32(block[t, b, y, p])
+                    values[t, b, p] = v * abs(v) * scale
             else:
-                for x in range(W):
-                    values[t, b, x] = np.float32(block[t, b, y, x])
+                for p in range(n):
+                    values[t, b, p] = np.float32(block[t, b, y, p])
 
 
 @njit(cache=True, nogil=True)
@@ -185,59 +193,64 @@ def _normalise_row(values, valid, norm):
 
     The norm is summed in float64 so that parallel vectors come out equal to float32 rounding.
     """
-    T, B, W = values.shape
+    T, B, n = values.shape
     for t in range(T):
         norm[:] = 0.0
         for b in range(B):
-            for x in range(W):
-                v = np.float64(values[t, b, x])
-                norm[x] += v * v
-        for x in range(W):
-            if norm[x] > 0.0:
-                norm[x] = 1.0 / math.sqrt(norm[x])
+            for p in range(n):
+                v = np.float64(values[t, b, p])
+                norm[p] += v * v
+        for p in range(n):
+            if norm[p] > 0.0:
+                norm[p] = 1.0 / math.sqrt(norm[p])
             else:
-                valid[t, x] = False
+                valid[t, p] = False
         for b in range(B):
-            for x in range(W):
-                values[t, b, x] = np.float32(values[t, b, x] * norm[x])
+            for p in range(n):
+                values[t, b, p] = np.float32(values[t, b, p] * norm[p])
 
 
 @njit(cache=True, nogil=True)
 def _distance_row(values, cosine, acc, dist):
-    """dist[x, i, j]: distance between years i and j at pixel x (symmetric, 0 on the diagonal)."""
-    T, B, W = values.shape
+    """dist[i, j, p]: distance between years i and j at pixel p (symmetric, 0 on the diagonal)."""
+    T, B, n = values.shape
     for i in range(T):
-        for x in range(W):
-            dist[x, i, i] = 0.0
+        for p in range(n):
+            dist[i, i, p] = 0.0
         for j in range(i + 1, T):
             acc[:] = 0.0
             for b in range(B):
-                for x in range(W):
-                    d = values[i, b, x] - values[j, b, x]
-                    acc[x] += d * d
-            for x in range(W):
+                for p in range(n):
+                    d = values[i, b, p] - values[j, b, p]
+                    acc[p] += d * d
+            for p in range(n):
                 if cosine:
-                    d = 0.5 * acc[x] if acc[x] > COSINE_NOISE_FLOOR else 0.0
+                    d = 0.5 * acc[p] if acc[p] > COSINE_NOISE_FLOOR else 0.0
                 else:
-                    d = math.sqrt(acc[x])
-                dist[x, i, j] = d
-                dist[x, j, i] = d
+                    d = math.sqrt(acc[p])
+                dist[i, j, p] = d
+                dist[j, i, p] = d
 
 
 @njit(cache=True, nogil=True)
-def _difference(dist, valid, out):
+def _difference_row(dist, valid, out, found):
     """s_t = d(e_t, e_prev) with e_prev the previous year with data; NaN for the first such year."""
-    prev = -1
-    for t in range(dist.shape[0]):
-        out[t] = np.nan
-        if valid[t]:
-            if prev >= 0:
-                out[t] = dist[t, prev]
-            prev = t
+    T, _, n = dist.shape
+    for t in range(T):
+        for p in range(n):
+            found[p] = False
+            out[t, p] = np.nan
+        for u in range(t - 1, -1, -1):
+            for p in range(n):
+                take = valid[u, p] and not found[p]
+                out[t, p] = dist[t, u, p] if take else out[t, p]
+                found[p] = found[p] or valid[u, p]
+        for p in range(n):
+            out[t, p] = out[t, p] if valid[t, p] else np.nan
 
 
 @njit(cache=True, nogil=True)
-def _loo_medoid(dist, valid, out, row_sums):
+def _loo_medoid_row(dist, valid, out, row_sums):
     """s_k = d(e_k, medoid of the other valid years); NaN below MIN_YEARS_LOO_MEDOID valid years.
 
     The medoid of E_-k minimises sum_{j in E_-k} d(e_i, e_j) = R_i - d(e_i, e_k), with R_i the
@@ -245,32 +258,35 @@ def _loo_medoid(dist, valid, out, row_sums):
     Sums within MEDOID_TIE of each other are a tie (float32 rounding cannot order them):
     the earlier year wins, e.g. with three valid years the first remaining one.
     """
-    T = dist.shape[0]
-    out[:] = np.nan
-    n_valid = 0
-    tolerance = 0.0
+    T, _, n = dist.shape
+    n_valid = np.zeros(n, np.int64)
+    tolerance = np.zeros(n, np.float32)
+    best = np.empty(n, np.float32)
     for i in range(T):
-        row_sums[i] = 0.0
-        if valid[i]:
-            n_valid += 1
-            for j in range(T):
-                if valid[j]:
-                    row_sums[i] += dist[i, j]
-            tolerance = max(tolerance, MEDOID_TIE * row_sums[i])
-    if n_valid < MIN_YEARS_LOO_MEDOID:
-        return
+        for p in range(n):
+            row_sums[i, p] = 0.0
+        for j in range(T):
+            for p in range(n):
+                row_sums[i, p] += dist[i, j, p] if valid[j, p] else np.float32(0.0)
+        for p in range(n):
+            n_valid[p] += valid[i, p]
+            tie = np.float32(MEDOID_TIE) * row_sums[i, p] if valid[i, p] else np.float32(0.0)
+            tolerance[p] = max(tolerance[p], tie)
     for k in range(T):
-        if not valid[k]:
-            continue
-        best = np.inf
-        medoid = -1
+        for p in range(n):
+            best[p] = np.inf
+            out[k, p] = np.nan
         for i in range(T):
-            if i != k and valid[i]:
-                total = row_sums[i] - dist[i, k]
-                if total < best - tolerance:  # the first year wins a tie
-                    best = total
-                    medoid = i
-        out[k] = dist[k, medoid]
+            if i == k:
+                continue
+            for p in range(n):
+                total = row_sums[i, p] - dist[i, k, p]
+                better = valid[i, p] and total < best[p] - tolerance[p]  # earlier year wins ties
+                best[p] = total if better else best[p]
+                out[k, p] = dist[k, i, p] if better else out[k, p]
+        for p in range(n):
+            keep = valid[k, p] and n_valid[p] >= MIN_YEARS_LOO_MEDOID
+            out[k, p] = out[k, p] if keep else np.nan
 
 
 @njit(cache=True, nogil=True)
@@ -290,27 +306,27 @@ def _scores_block(
     valid = np.empty((T, W), np.bool_)
     norm = np.empty(W, np.float64)
     acc = np.empty(W, np.float32)
-    dist = np.empty((W, T, T), np.float32)
-    series = np.empty(T, np.float32)
-    zscores = np.empty(T, np.float32)
-    work = np.empty(T, np.float64)
+    found = np.empty(W, np.bool_)
+    dist = np.empty((T, T, W), np.float32)
+    series = np.empty((T, W), np.float32)
+    scratch = np.empty((T, W), np.float32)
+    zscores = np.empty((T, W), np.float32)
     for y in range(H):
         _load_row(block, y, signed_square, nodata, has_nodata, values, valid)
         if cosine:
             _normalise_row(values, valid, norm)
         _distance_row(values, cosine, acc, dist)
-        for x in range(W):
-            for score in (difference_index, loo_index):
-                if score < 0:
-                    continue
-                if score == difference_index:
-                    _difference(dist[x], valid[:, x], series)
-                else:
-                    _loo_medoid(dist[x], valid[:, x], series, work)
-                if robust_zscore:
-                    _zscore_series(series, zscores, work)
-                    for t in range(T):
-                        out[t, score, y, x] = zscores[t]
-                else:
-                    for t in range(T):
-                        out[t, score, y, x] = series[t]
+        for score in (difference_index, loo_index):
+            if score < 0:
+                continue
+            if score == difference_index:
+                _difference_row(dist, valid, series, found)
+            else:
+                _loo_medoid_row(dist, valid, series, scratch)
+            result = series
+            if robust_zscore:
+                _zscore_row(series, scratch, zscores)
+                result = zscores
+            for t in range(T):
+                for p in range(W):
+                    out[t, score, y, p] = result[t, p]
