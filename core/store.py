@@ -60,6 +60,14 @@ def is_remote(url: str) -> bool:
     return "://" in url
 
 
+# One botocore attempt per request and a bounded connect: s3fs already retries timeouts and
+# throttling itself. Botocore's own retries (~6 s for a refused connection) kept zarr's other
+# metadata reads running after the open had failed; when the process then ended (qgis_process),
+# those half-done aiobotocore coroutines were closed outside their context and printed
+# "Exception ignored ... was created in a different Context" under the clean error.
+S3_CLIENT_CONFIG = {"retries": {"total_max_attempts": 1}, "connect_timeout": 10}
+
+
 def storage_options_for(url: str, storage_options: dict | None) -> dict:
     """Storage options with the defaults that make public buckets work out of the box.
 
@@ -75,6 +83,7 @@ def storage_options_for(url: str, storage_options: dict | None) -> dict:
         endpoint = os.environ.get("AWS_ENDPOINT_URL")
         if endpoint and "endpoint_url" not in options and "client_kwargs" not in options:
             options["endpoint_url"] = endpoint
+        options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
     elif url.startswith("gs://") and "token" not in options:
         options["token"] = "anon"
     return options

@@ -2,6 +2,8 @@
 
 import functools
 import http.server
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -108,3 +110,27 @@ def test_unreachable_s3_endpoint_is_a_store_error():
     options = {"key": "k", "secret": "s", "endpoint_url": "http://127.0.0.1:9"}
     with pytest.raises(StoreError, match="storage options"):
         open_embedding_store("s3://bucket/aef.zarr", storage_options=options)
+
+
+def test_unreachable_s3_endpoint_fails_fast_without_asyncio_noise():
+    """The error alone: no "Exception ignored ... different Context" when the process ends."""
+    script = (
+        "from embedding_change.core.errors import StoreError\n"
+        "from embedding_change.core.store import open_embedding_store\n"
+        "options = {'key': 'k', 'secret': 's', 'endpoint_url': 'http://127.0.0.1:9'}\n"
+        "try:\n"
+        "    open_embedding_store('s3://b/x.zarr', storage_options=options)\n"
+        "except StoreError as exc:\n"
+        "    print('StoreError:', exc)\n"
+    )
+    # A fresh interpreter that exits right after the error, as qgis_process does: that is when
+    # retries still running in the background were torn down and printed their tracebacks.
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("StoreError: Could not open the Zarr store s3://b/x.zarr")
+    assert "Exception ignored" not in done.stderr
+    assert "different Context" not in done.stderr
+    assert "Traceback" not in done.stderr
