@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -14,22 +13,20 @@ from qgis.core import (
 )
 
 from . import pyramid_layers, score_layers
+from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 # The engine's names (embedding_change.core.pyramid_levels.RESAMPLING_METHODS); a test keeps
 # them equal. "max" first: zoomed out, a one-pixel hotspot should stay visible.
 RESAMPLINGS = ("max", "mean", "min", "nearest")
 
 
-class BuildMultiscalesAlgorithm(QgsProcessingAlgorithm):
+class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
     """Builds levels of halving resolution so that zoomed-out maps read little data."""
 
     INPUT = "INPUT"
     VARIABLE = "VARIABLE"
     RESAMPLING = "RESAMPLING"
     OUTPUT = "OUTPUT"
-
-    def createInstance(self):
-        return BuildMultiscalesAlgorithm()
 
     def name(self):
         return "buildmultiscales"
@@ -39,14 +36,6 @@ class BuildMultiscalesAlgorithm(QgsProcessingAlgorithm):
 
     def tags(self):
         return ["pyramid", "overviews", "multiscales", "zarr", "zoom", "resampling", "publish"]
-
-    def icon(self):
-        from ..provider.provider import EmbeddingChangeProvider
-
-        return EmbeddingChangeProvider().icon()
-
-    def flags(self):
-        return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
 
     def shortHelpString(self):
         return (

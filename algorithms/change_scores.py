@@ -8,7 +8,6 @@ import time
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
@@ -19,6 +18,7 @@ from qgis.core import (
 )
 
 from . import score_layers
+from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
 # The engine's names (embedding_change.core.kernels.METHODS / METRICS); a test keeps them equal.
@@ -26,7 +26,7 @@ METHODS = ("difference", "loo_medoid")
 METRICS = ("alpha_earth_cosine", "cosine", "euclidean")
 
 
-class ChangeScoresAlgorithm(QgsProcessingAlgorithm):
+class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     """Scores how unlike the rest of its time series each year of each pixel is."""
 
     STORE = "STORE"
@@ -40,9 +40,6 @@ class ChangeScoresAlgorithm(QgsProcessingAlgorithm):
     SCHEDULER = "SCHEDULER"
     OUTPUT = "OUTPUT"
 
-    def createInstance(self):
-        return ChangeScoresAlgorithm()
-
     def name(self):
         return "changescores"
 
@@ -51,15 +48,6 @@ class ChangeScoresAlgorithm(QgsProcessingAlgorithm):
 
     def tags(self):
         return ["embedding", "alphaearth", "change", "anomaly", "time series", "zarr", "medoid"]
-
-    def icon(self):
-        from ..provider.provider import EmbeddingChangeProvider
-
-        return EmbeddingChangeProvider().icon()
-
-    def flags(self):
-        # Thread-safe: runs as the dialog's background task, can be cancelled, works in batch.
-        return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
 
     def shortHelpString(self):
         return (

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import zarr
 from osgeo import osr
-from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+from qgis.core import QgsProcessingContext, QgsProject
 
 from . import score_layers
 
@@ -118,43 +118,24 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def pyramid_slice_layers(pyramid: str | Path, variable: str = "scores"):
-    """(layer, score_layers.ScoreSlice) per (band, year), read through the VRTs."""
-    pyramid = str(Path(pyramid).absolute())
+def pyramid_slices(pyramid: str | Path, variable: str = "scores"):
+    """The pyramid's years, bands and a slice source giving the VRT of (year index, band index)."""
     vrts = write_slice_vrts(pyramid, variable)
-    years, bands = pyramid_labels(zarr.open_group(pyramid, mode="r"))
-    result = []
-    for b, band in enumerate(bands):
-        layers = [QgsRasterLayer(vrts[(t, b)], str(year), "gdal") for t, year in enumerate(years)]
-        bad = [layer.source() for layer in layers if not layer.isValid()]
-        if bad:
-            raise ValueError(f"GDAL cannot read {bad[0]}")
-        high = score_layers.score_high(band, layers)
-        for layer, year in zip(layers, years, strict=True):
-            score = score_layers.ScoreSlice(pyramid, bands, band, years, year, high)
-            result.append((layer, score))
-    return result
+    years, bands = pyramid_labels(zarr.open_group(str(Path(pyramid).absolute()), mode="r"))
+    return years, bands, lambda t, b: vrts[(t, b)]
 
 
 def register_pyramid_layers(pyramid, variable: str, context: QgsProcessingContext) -> int:
     """Ask Processing to load the pyramid's score layers when the run ends; returns how many."""
     if context.project() is None:
         return 0
-    pairs = pyramid_slice_layers(pyramid, variable)
-    for layer, score in pairs:
-        context.temporaryLayerStore().addMapLayer(layer)
-        details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
-        details.forceName = True
-        details.setPostProcessor(score_layers.ScoreLayerPostProcessor.create(score))
-        context.addLayerToLoadOnCompletion(layer.id(), details)
-    return len(pairs)
+    years, bands, source = pyramid_slices(pyramid, variable)
+    return score_layers.register_score_layers(pyramid, years, bands, context, source)
 
 
 def load_pyramid_layers(pyramid, variable="scores", project: QgsProject | None = None, iface=None):
     """Load a finished pyramid into a project (scripts, the console); returns the layers."""
-    project = project or QgsProject.instance()
-    pairs = pyramid_slice_layers(pyramid, variable)
-    for layer, score in pairs:
-        project.addMapLayer(layer, False)
-        score_layers.show_score_layer(layer, score, project, iface)
-    return [layer for layer, _ in pairs]
+    years, bands, source = pyramid_slices(pyramid, variable)
+    return score_layers.load_score_layers(
+        pyramid, project, iface, labels=(years, bands), slice_source=source
+    )

@@ -11,7 +11,9 @@ them on the main thread); scripts load a finished store with `load_score_layers`
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime
 from qgis.PyQt.QtGui import QColor
 
 SCORES_VARIABLE = "scores"
+SliceSource = Callable[[int, int], str]  # (year index, band index) -> GDAL data source
 PROPERTY = "embedding_change"  # prefix of the custom properties on our layers and groups
 
 # Colour stops as fractions of the score called "high", colours from ColorBrewer's YlOrRd.
@@ -107,15 +110,20 @@ class ScoreSlice:
         return self.bands.index(self.band)
 
 
-def score_slice_layers(store: str | Path, years, bands) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
-    """One raster layer per (band, year) and what each one is; a band's years share a scale."""
+def score_slice_layers(
+    store: str | Path, years, bands, slice_source: SliceSource | None = None
+) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
+    """One raster layer per (band, year) and what each one is; a band's years share a scale.
+
+    `slice_source(t, b)` is the GDAL data source of year index t, band index b: by default the
+    Zarr slice of the store; a pyramid gives VRTs with overviews instead.
+    """
     store = str(Path(store).absolute())
+    source = slice_source or functools.partial(score_layer_uri, store)
     years, bands = tuple(int(y) for y in years), tuple(str(b) for b in bands)
     result = []
     for b, band in enumerate(bands):
-        layers = [
-            _raster_layer(score_layer_uri(store, t, b), str(year)) for t, year in enumerate(years)
-        ]
+        layers = [_raster_layer(source(t, b), str(year)) for t, year in enumerate(years)]
         bad = [layer.source() for layer in layers if not layer.isValid()]
         if bad:
             raise ValueError(f"GDAL {gdal.__version__} cannot read {bad[0]}")
@@ -281,7 +289,13 @@ class ScoreLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
         show_score_layer(layer, self.score, project, _iface())
 
 
-def register_score_layers(store: str | Path, years, bands, context: QgsProcessingContext) -> int:
+def register_score_layers(
+    store: str | Path,
+    years,
+    bands,
+    context: QgsProcessingContext,
+    slice_source: SliceSource | None = None,
+) -> int:
     """Ask Processing to load the score layers when the run ends; returns how many.
 
     Called from processAlgorithm (possibly a worker thread): the layers go to the context's
@@ -289,7 +303,7 @@ def register_score_layers(store: str | Path, years, bands, context: QgsProcessin
     """
     if context.project() is None:
         return 0
-    pairs = score_slice_layers(store, years, bands)
+    pairs = score_slice_layers(store, years, bands, slice_source)
     for layer, score in pairs:
         context.temporaryLayerStore().addMapLayer(layer)
         details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
@@ -299,11 +313,21 @@ def register_score_layers(store: str | Path, years, bands, context: QgsProcessin
     return len(pairs)
 
 
-def load_score_layers(store: str | Path, project: QgsProject | None = None, iface=None):
-    """Load a finished scores Zarr into a project (scripts, the console); returns the layers."""
+def load_score_layers(
+    store: str | Path,
+    project: QgsProject | None = None,
+    iface=None,
+    *,
+    labels: tuple | None = None,
+    slice_source: SliceSource | None = None,
+):
+    """Load a finished scores Zarr into a project (scripts, the console); returns the layers.
+
+    `labels` are (years, bands), read from the store when not given.
+    """
     project = project or QgsProject.instance()
-    years, bands = read_score_labels(store)
-    pairs = score_slice_layers(store, years, bands)
+    years, bands = labels or read_score_labels(store)
+    pairs = score_slice_layers(store, years, bands, slice_source)
     for layer, score in pairs:
         project.addMapLayer(layer, False)
         show_score_layer(layer, score, project, iface)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,19 @@ def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=
     return ScoresStore(Path(path), [int(t) for t in years], list(bands), scores, x, y)
 
 
+def placed_slice(layer, store: ScoresStore) -> tuple[int, int]:
+    """Checks that a loaded score layer is valid and covers the store's box in its CRS; returns
+    the (year index, band index) the layer says it shows."""
+    assert layer.isValid()
+    assert layer.crs().authid() == "EPSG:4326"
+    extent = layer.extent()
+    corners = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+    assert corners == pytest.approx(store.bbox, abs=1e-9)
+    t = store.years.index(int(layer.customProperty("embedding_change/year")))
+    b = store.bands.index(layer.customProperty("embedding_change/band"))
+    return t, b
+
+
 @pytest.fixture
 def scores_store(tmp_path):
     return write_scores_store(tmp_path / "scores.zarr")
@@ -117,3 +131,23 @@ def store_extent(bbox, fraction=(0.0, 1.0, 0.0, 1.0), crs="EPSG:4326") -> str:
     fx0, fx1, fy0, fy1 = fraction
     w, h = xmax - xmin, ymax - ymin
     return f"{xmin + fx0 * w!r},{xmin + fx1 * w!r},{ymin + fy0 * h!r},{ymin + fy1 * h!r} [{crs}]"
+
+
+def block_max(values: np.ndarray) -> np.ndarray:
+    """Each coarse pixel: the largest valid value of its 2 x 2 block (NaN if none), one by one."""
+    *lead, ny, nx = values.shape
+    result = np.full((*lead, math.ceil(ny / 2), math.ceil(nx / 2)), np.nan, np.float32)
+    for index in np.ndindex(result.shape):
+        *outer, i, j = index
+        block = values[(*outer, slice(2 * i, 2 * i + 2), slice(2 * j, 2 * j + 2))]
+        if not np.isnan(block).all():
+            result[index] = np.nanmax(block)
+    return result
+
+
+def level_values(path, level: int) -> np.ndarray:
+    """The scores of one pyramid level, read with xarray."""
+    import xarray as xr
+
+    with xr.open_zarr(path, group=str(level)) as ds:
+        return ds["scores"].values

@@ -1,8 +1,6 @@
-"""Build multiscale pyramid: through processing.run and a model, and its layers in QGIS."""
+"""Build multiscale pyramid through processing.run, and its layers (the model: test_model.py)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -10,45 +8,22 @@ from osgeo import gdal
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingModelAlgorithm,
-    QgsProcessingModelChildAlgorithm,
-    QgsProcessingModelChildParameterSource,
-    QgsProcessingModelOutput,
 )
 
 from embedding_change.algorithms import build_multiscales, pyramid_layers
 from embedding_change.core import build_multiscales as build_pyramid
 from embedding_change.core.pyramid_levels import RESAMPLING_METHODS
 
-from .conftest import store_extent, write_scores_store
+from .conftest import block_max, level_values, placed_slice, write_scores_store
 
 pytestmark = pytest.mark.qgis
 ALGORITHM = "embeddingchange:buildmultiscales"
 SHAPE = (300, 520)  # three levels with 256-pixel tiles: 300 x 520, 150 x 260, 75 x 130
 
 
-def block_max(values: np.ndarray) -> np.ndarray:
-    """Each coarse pixel: the largest valid value of its 2 x 2 block (NaN if none), one by one."""
-    *lead, ny, nx = values.shape
-    result = np.full((*lead, math.ceil(ny / 2), math.ceil(nx / 2)), np.nan, np.float32)
-    for index in np.ndindex(result.shape):
-        *outer, i, j = index
-        block = values[(*outer, slice(2 * i, 2 * i + 2), slice(2 * j, 2 * j + 2))]
-        if not np.isnan(block).all():
-            result[index] = np.nanmax(block)
-    return result
-
-
 @pytest.fixture
 def large_scores(tmp_path):
     return write_scores_store(tmp_path / "scores.zarr", years=range(2019, 2023), shape=SHAPE)
-
-
-def level_values(path, level: int) -> np.ndarray:
-    import xarray as xr
-
-    with xr.open_zarr(path, group=str(level)) as ds:
-        return ds["scores"].values
 
 
 def test_resampling_choices_are_the_engine_names():
@@ -94,41 +69,6 @@ def test_engine_errors_are_processing_exceptions_saying_what_to_fix(provider, tm
         )
 
 
-def test_the_model_chains_change_scores_into_the_pyramid(provider, aef_store, tmp_path):
-    import processing
-
-    store, truth = aef_store
-    model = QgsProcessingModelAlgorithm("Change scores and pyramid", "Embedding change")
-    scores = QgsProcessingModelChildAlgorithm("embeddingchange:changescores")
-    scores.setChildId("scores")
-    static = QgsProcessingModelChildParameterSource.fromStaticValue
-    scores.addParameterSources("STORE", [static(str(store))])
-    scores.addParameterSources("VARIABLE", [static("embeddings")])
-    scores.addParameterSources("EXTENT", [static(store_extent(truth.grid.bbox))])
-    scores.addParameterSources("METHODS", [static([1])])
-    model.addChildAlgorithm(scores)
-    pyramid = QgsProcessingModelChildAlgorithm(ALGORITHM)
-    pyramid.setChildId("pyramid")
-    pyramid.addParameterSources(
-        "INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("scores", "OUTPUT")]
-    )
-    pyramid.addParameterSources("VARIABLE", [static("scores")])
-    pyramid.addParameterSources("RESAMPLING", [static(0)])
-    pyramid.setModelOutputs({"Pyramid": QgsProcessingModelOutput("Pyramid")})
-    pyramid.modelOutput("Pyramid").setChildOutputName("OUTPUT")
-    model.addChildAlgorithm(pyramid)
-    model.updateDestinationParameters()
-    (output_name,) = [p.name() for p in model.destinationParameterDefinitions()]
-
-    output = tmp_path / "pyramid.zarr"
-    result = processing.run(model, {output_name: str(output)})
-
-    assert result[output_name] == str(output)
-    ny, nx = truth.grid.shape
-    assert level_values(output, 0).shape == (len(truth.years), 1, ny, nx)
-    np.testing.assert_array_equal(level_values(output, 1), block_max(level_values(output, 0)))
-
-
 def test_pyramid_layers_read_level_zero_with_the_coarser_levels_as_overviews(
     project, large_scores, tmp_path
 ):
@@ -138,15 +78,8 @@ def test_pyramid_layers_read_level_zero_with_the_coarser_levels_as_overviews(
     layers = pyramid_layers.load_pyramid_layers(output, project=project)
 
     assert len(layers) == len(large_scores.years) * len(large_scores.bands)
-    xmin, ymin, xmax, ymax = large_scores.bbox
     for layer in layers:
-        assert layer.isValid()
-        assert layer.crs().authid() == "EPSG:4326"
-        extent = layer.extent()
-        assert (extent.xMinimum(), extent.yMinimum()) == pytest.approx((xmin, ymin), abs=1e-9)
-        assert (extent.xMaximum(), extent.yMaximum()) == pytest.approx((xmax, ymax), abs=1e-9)
-        t = large_scores.years.index(int(layer.customProperty("embedding_change/year")))
-        b = large_scores.bands.index(layer.customProperty("embedding_change/band"))
+        t, b = placed_slice(layer, large_scores)
         dataset = gdal.Open(layer.source())  # keep it: its bands die with it
         band = dataset.GetRasterBand(1)
         np.testing.assert_array_equal(band.ReadAsArray(), large_scores.scores[t, b])

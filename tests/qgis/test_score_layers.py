@@ -16,7 +16,7 @@ from qgis.core import (
 
 from embedding_change.algorithms import score_layers
 
-from .conftest import ALGORITHM, ZSCORE_BANDS, write_scores_store
+from .conftest import ALGORITHM, ZSCORE_BANDS, placed_slice, write_scores_store
 
 pytestmark = pytest.mark.qgis
 
@@ -60,17 +60,8 @@ def test_each_layer_reads_its_year_and_band_slice_with_the_store_georeferencing(
     layers = score_layers.load_score_layers(scores_store.path, project)
 
     assert len(layers) == len(scores_store.years) * len(scores_store.bands)
-    xmin, ymin, xmax, ymax = scores_store.bbox
     for layer in layers:
-        assert layer.isValid()
-        assert layer.crs().authid() == "EPSG:4326"
-        extent = layer.extent()
-        assert extent.xMinimum() == pytest.approx(xmin, abs=1e-9)
-        assert extent.xMaximum() == pytest.approx(xmax, abs=1e-9)
-        assert extent.yMinimum() == pytest.approx(ymin, abs=1e-9)
-        assert extent.yMaximum() == pytest.approx(ymax, abs=1e-9)
-        t = scores_store.years.index(int(layer.customProperty("embedding_change/year")))
-        b = scores_store.bands.index(layer.customProperty("embedding_change/band"))
+        t, b = placed_slice(layer, scores_store)
         np.testing.assert_array_equal(layer_values(layer), scores_store.scores[t, b])
 
 
