@@ -8,6 +8,7 @@ Memory stays at a few blocks per worker thread, whatever the window's size.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,10 +16,14 @@ from dataclasses import dataclass
 
 import dask
 import dask.array as da
+import numcodecs
 import numpy as np
 import xarray as xr
+import zarr
 from dask.highlevelgraph import HighLevelGraph
+from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
+from zarr.storage import LocalStore
 
 from . import kernels
 from .errors import ParameterError
@@ -151,11 +156,12 @@ def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
     shape = (len(job.year_indices), source.array.shape[1], *block.shape)
     values = _read_buffer(shape, source.dtype)
-    if job.year_indices == tuple(range(source.array.shape[0])):
-        selection = (slice(None), slice(None), rows, cols)
-    else:
-        selection = (list(job.year_indices), slice(None), rows, cols)
-    source.array.get_orthogonal_selection(selection, out=NDBuffer.from_numpy_array(values))
+    if not read_whole_chunks(source.array, job.year_indices, block, values):
+        years = list(job.year_indices)
+        if job.year_indices == tuple(range(source.array.shape[0])):
+            years = slice(None)
+        selection = (years, slice(None), rows, cols)
+        source.array.get_orthogonal_selection(selection, out=NDBuffer.from_numpy_array(values))
     return kernels.change_scores(
         values,
         methods=job.methods,
@@ -178,6 +184,66 @@ def _read_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if buffer is None or buffer.size < size:
         buffer = _thread_buffers.bytes = np.empty(size, np.uint8)
     return buffer[:size].view(dtype).reshape(shape)
+
+
+def read_whole_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndarray) -> bool:
+    """Decode a block's chunk files straight into `out`, where zarr would only add copies.
+
+    Only for the common local layout: one year and every band per chunk, the block exactly
+    one whole chunk, zstd-compressed native-order bytes. Through zarr the same read costs
+    ~1.5x the CPU (a fresh array per chunk, then a copy). False: not that case, or anything
+    unexpected; the caller then reads through zarr, which reports real errors properly.
+    """
+    chunk_t, chunk_b, chunk_y, chunk_x = array.chunks
+    _, n_bands, ny, nx = array.shape
+    whole = (
+        block.row0 % chunk_y == 0
+        and block.col0 % chunk_x == 0
+        and block.shape == (chunk_y, chunk_x)
+        and block.row1 <= ny
+        and block.col1 <= nx
+    )
+    if not (whole and chunk_t == 1 and chunk_b == n_bands and isinstance(array.store, LocalStore)):
+        return False
+    if not _plain_zstd(array):
+        return False
+    folder = array.store.root / array.path
+    y, x = block.row0 // chunk_y, block.col0 // chunk_x
+    try:
+        for i, year in enumerate(years):
+            path = folder / array.metadata.encode_chunk_key((year, 0, y, x))
+            try:
+                encoded = path.read_bytes()
+            except FileNotFoundError:
+                out[i] = array.fill_value
+                continue
+            _ZSTD.decode(encoded, out=out[i])
+    except Exception:  # e.g. a chunk that is not what the metadata says: let zarr say so
+        return False
+    return True
+
+
+_ZSTD = numcodecs.Zstd()
+
+
+def _plain_zstd(array: zarr.Array) -> bool:
+    """Chunks are just zstd-compressed C-order bytes in this machine's byte order."""
+    metadata = array.metadata
+    if array.dtype.byteorder not in ("=", "|", "<" if sys.byteorder == "little" else ">"):
+        return False
+    if metadata.zarr_format == 3:
+        codecs = metadata.codecs
+        return (
+            len(codecs) == 2
+            and isinstance(codecs[0], BytesCodec)
+            and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)
+            and isinstance(codecs[1], ZstdCodec)
+        )
+    return (
+        isinstance(metadata.compressor, numcodecs.Zstd)
+        and not metadata.filters
+        and metadata.order == "C"
+    )
 
 
 def tile_writes(job, source, window, n_scores, target) -> list:

@@ -283,3 +283,39 @@ def test_bad_parameters_name_the_fix(aef_store, tmp_path, options, message):
     with pytest.raises(ParameterError, match=message):
         compute_change_scores(path, tmp_path / "out.zarr", **options)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_whole_chunk_reads_equal_zarr_reads_and_missing_chunks_read_as_fill(tmp_path, zarr_format):
+    import numcodecs
+
+    from embedding_change.core.pipeline import read_whole_chunks
+    from embedding_change.core.window import PixelWindow
+
+    compressor = numcodecs.Zstd() if zarr_format == 2 else zarr.codecs.ZstdCodec()
+    array = zarr.create_array(
+        tmp_path / "cube.zarr",
+        shape=(4, 3, 64, 80),
+        chunks=(1, 3, 32, 32),
+        dtype="int8",
+        fill_value=-128,
+        compressors=compressor,
+        zarr_format=zarr_format,
+    )
+    values = np.random.default_rng(0).integers(-127, 128, size=array.shape, dtype=np.int8)
+    array[:, :, :32, :] = values[:, :, :32]
+    array[:2, :, 32:, :] = values[:2, :, 32:]  # years 2 and 3 have no chunks in rows 32..63
+    array = zarr.open_array(tmp_path / "cube.zarr", mode="r")
+    for block, years in [
+        (PixelWindow(0, 32, 32, 64), (0, 1, 2, 3)),
+        (PixelWindow(32, 64, 0, 32), (1, 3)),
+    ]:
+        out = np.empty((len(years), 3, 32, 32), np.int8)
+        assert read_whole_chunks(array, years, block, out)
+        expected = array.get_orthogonal_selection(
+            (list(years), slice(None), slice(block.row0, block.row1), slice(block.col0, block.col1))
+        )
+        np.testing.assert_array_equal(out, expected)
+    # an edge chunk cut by the array's end goes through zarr
+    edge = np.empty((4, 3, 32, 16), np.int8)
+    assert not read_whole_chunks(array, (0, 1, 2, 3), PixelWindow(0, 32, 64, 80), edge)
