@@ -80,6 +80,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
         if not source:
             raise QgsProcessingException("Give the scores Zarr folder (INPUT).")
 
+        self.make_output_parent(output)
         started = time.perf_counter()
         try:
             tree = build_multiscales(

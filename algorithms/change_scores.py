@@ -136,6 +136,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         if not store:
             raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
 
+        self.make_output_parent(output)
         started = time.perf_counter()
         try:
             source = open_embedding_store(store, variable or "embeddings", options)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from qgis.core import QgsProcessingAlgorithm
 
 
@@ -19,3 +22,14 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
     def flags(self):
         # Thread-safe: runs as the dialog's background task, can be cancelled, works in batch.
         return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
+
+    @staticmethod
+    def make_output_parent(output: str) -> None:
+        """Create the folder a local output goes into, as QGIS's own tools do for a typed path.
+
+        A folder that cannot be made is left to the engine, whose error says what to fix.
+        """
+        if "://" in output:
+            return
+        with contextlib.suppress(OSError):
+            Path(output).absolute().parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from qgis.core import (
     QgsColorRampShader,
     QgsDateTimeRange,
     QgsInterval,
+    QgsLayerTree,
     QgsLayerTreeGroup,
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
@@ -194,12 +195,16 @@ def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: Score
     """Group "<store name>" > group per band (in store order) > layers by year, at the top."""
     root = project.layerTreeRoot()
     run_group = _child_group(root, f"{PROPERTY}/store", score.store, Path(score.store).name, 0)
+    # One score on the map at a time (they would cover each other); checking another group
+    # switches to it.
+    if not run_group.isMutuallyExclusive():
+        run_group.setIsMutuallyExclusive(True)
     band_group = _child_group(
         run_group,
         f"{PROPERTY}/band_index",
         score.band_index,
         score.band,
-        sum(_group_index(g) < score.band_index for g in run_group.findGroups()),
+        _band_group_position(run_group, score.band_index),
     )
     position = sum(
         int(node.layer().customProperty(f"{PROPERTY}/year", 0)) < score.year
@@ -208,16 +213,21 @@ def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: Score
     )
     node = root.findLayer(layer.id())
     if node is None:
-        band_group.insertLayer(position, layer)
-        return
-    if node.parent() is band_group:
-        return
-    old_parent = node.parent()
-    band_group.insertChildNode(position, node.clone())
-    old_parent.removeChildNode(node)
-    if not old_parent.children() and old_parent is not root and old_parent.name():
-        # Processing's "results group" setting left an empty group behind.
-        old_parent.parent().removeChildNode(old_parent)
+        node = band_group.insertLayer(position, layer)
+    else:
+        # Processing adds the layer at the desktop's insertion point (often the layer added just
+        # before, inside this group): take it out and put it back at its year's place.
+        # The copy goes in before the original leaves, or the project drops the layer.
+        old_parent, clone = node.parent(), node.clone()
+        if old_parent is band_group and band_group.children().index(node) <= position:
+            position += 1
+        band_group.insertChildNode(position, clone)
+        old_parent.removeChildNode(node)
+        node = clone
+        if not old_parent.children() and old_parent not in (root, run_group, band_group):
+            # Processing's "results group" setting left an empty group behind.
+            old_parent.parent().removeChildNode(old_parent)
+    node.setExpanded(False)  # a list of years; the legend is the same for all of them
 
 
 def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position: int):
@@ -231,6 +241,17 @@ def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position
 
 def _group_index(group: QgsLayerTreeGroup) -> int:
     return int(group.customProperty(f"{PROPERTY}/band_index", -1))
+
+
+def _band_group_position(run_group: QgsLayerTreeGroup, band_index: int) -> int:
+    """Before the first group of a later band: counts the layers Processing may have put there."""
+    children = run_group.children()
+    later = (
+        i
+        for i, child in enumerate(children)
+        if QgsLayerTree.isGroup(child) and _group_index(child) > band_index
+    )
+    return next(later, len(children))
 
 
 def animate_years(project: QgsProject, years, iface=None) -> None:

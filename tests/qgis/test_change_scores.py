@@ -277,7 +277,7 @@ def test_cancel_stops_the_run_and_leaves_no_output(provider, aef_store, tmp_path
         ({"STORE": "/no/such/store.zarr"}, "No Zarr store at /no/such/store.zarr"),
         ({"VARIABLE": "embedding"}, "no variable 'embedding'"),
         ({"EXTENT": "10,11,50,51 [EPSG:4326]"}, "lies outside the store"),
-        ({"OUTPUT": "{tmp}/missing/out.zarr"}, "does not exist; create it first"),
+        ({"OUTPUT": "{store}/zarr.json/out.zarr"}, "zarr.json does not exist; create it"),
         ({"OUTPUT": "{store}"}, "already exists; choose a new name"),
         ({"YEARS": "2018-19"}, "write years and ranges like 2018,2020-2023"),
         ({"YEARS": "2019"}, "at least two years"),
@@ -302,6 +302,23 @@ def test_bad_input_says_what_to_fix(provider, aef_store, tmp_path, change, messa
     with pytest.raises(QgsProcessingException, match=message):
         run(parameters)
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_output_in_a_new_folder_creates_the_folder(provider, aef_store, tmp_path):
+    path, _ = aef_store
+    output = tmp_path / "new" / "folder" / "out.zarr"
+
+    result = run(
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "YEARS": "2019-2021",
+            "OUTPUT": str(output),
+        }
+    )
+
+    assert result["OUTPUT"] == str(output)
+    assert (output / ".zmetadata").exists()
 
 
 def test_unreachable_s3_store_says_what_to_check(provider, s3_storage_options, tmp_path):

@@ -7,7 +7,9 @@ import pytest
 from osgeo import gdal
 from qgis.core import (
     QgsApplication,
+    QgsLayerTree,
     QgsLayerTreeGroup,
+    QgsLayerTreeRegistryBridge,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsRasterLayer,
@@ -197,3 +199,49 @@ def test_layers_loaded_by_processing_end_up_styled_in_their_groups(
         for node in group.findLayers():
             assert node.layer().renderer().type() == "singlebandpseudocolor"
             assert node.layer().temporalProperties().isActive()
+
+
+def test_layers_keep_year_order_when_the_desktop_inserts_next_to_the_current_layer(
+    project, scores_store, provider
+):
+    """The QGIS desktop adds each new layer where the layer tree's current layer is, which after
+    the first score layer is inside its band group: the years must still come out in order."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    bridge = project.layerTreeRegistryBridge()
+
+    def insert_next_to(node, index_from, index_to):  # what the desktop's layer tree view does
+        child = node.children()[index_to]
+        if QgsLayerTree.isLayer(child):
+            bridge.setLayerInsertionPoint(QgsLayerTreeRegistryBridge.InsertionPoint(node, index_to))
+
+    root = project.layerTreeRoot()
+    root.addedChildren.connect(insert_next_to)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    score_layers.register_score_layers(
+        scores_store.path, scores_store.years, scores_store.bands, context
+    )
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
+    try:
+        assert handleAlgorithmResults(algorithm, context, QgsProcessingFeedback())
+    finally:
+        root.addedChildren.disconnect(insert_next_to)
+        bridge.setLayerInsertionPoint(QgsLayerTreeRegistryBridge.InsertionPoint(root, 0))
+
+    assert [g.name() for g in root.findGroups()] == ["scores.zarr"]
+    assert [g.name() for g in score_groups(project)] == scores_store.bands
+    for group in score_groups(project):
+        assert [n.name() for n in group.findLayers()] == [str(y) for y in scores_store.years]
+        assert not any(n.isExpanded() for n in group.findLayers())
+
+
+def test_one_score_group_is_shown_at_a_time(project, scores_store):
+    score_layers.load_score_layers(scores_store.path, project)
+
+    (run_group,) = project.layerTreeRoot().findGroups()
+    first, second = score_groups(project)
+    assert run_group.isMutuallyExclusive()
+    assert (first.isVisible(), second.isVisible()) == (True, False)
+    second.setItemVisibilityChecked(True)
+    assert (first.isVisible(), second.isVisible()) == (False, True)
