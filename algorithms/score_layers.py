@@ -228,6 +228,8 @@ def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: Score
             # Processing's "results group" setting left an empty group behind.
             old_parent.parent().removeChildNode(old_parent)
     node.setExpanded(False)  # a list of years; the legend is the same for all of them
+    # Checked, even if it passed through the one-score-at-a-time group and got unchecked there.
+    node.setItemVisibilityChecked(True)
 
 
 def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position: int):

@@ -234,6 +234,7 @@ def test_layers_keep_year_order_when_the_desktop_inserts_next_to_the_current_lay
     for group in score_groups(project):
         assert [n.name() for n in group.findLayers()] == [str(y) for y in scores_store.years]
         assert not any(n.isExpanded() for n in group.findLayers())
+        assert all(n.itemVisibilityChecked() for n in group.findLayers())
 
 
 def test_one_score_group_is_shown_at_a_time(project, scores_store):
