@@ -160,35 +160,42 @@ def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: i
     """Write a (time, band, y, x) tile at output pixel (y0, x0); returns the pixels written."""
     array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
     _, _, h, w = tile.shape
-    if not _write_whole_chunks(array, tile, y0, x0):
+    if not _write_chunks(array, tile, y0, x0):
         array[:, :, y0 : y0 + h, x0 : x0 + w] = tile
     return h * w
 
 
-def _write_whole_chunks(array: zarr.Array, tile: np.ndarray, y0: int, x0: int) -> bool:
-    """Write a whole-chunk tile's chunks as plain files, as zarr would store them uncompressed.
+def _write_chunks(array: zarr.Array, tile: np.ndarray, y0: int, x0: int) -> bool:
+    """Write a one-chunk tile's chunks as plain files, as zarr stores them uncompressed.
 
     Through zarr this costs ~3x the CPU (a copy per chunk, a temporary file and a rename per
-    chunk); the run's folder is hidden until complete, so plain writes are safe. All-NaN
-    chunks are left out, as zarr does. False: not a local uncompressed store or not whole
-    chunks (edge tiles); the caller writes through zarr.
+    chunk); the run's folder is hidden until complete, so plain writes are safe. Edge tiles
+    are padded with NaN to the full chunk, all-NaN chunks left out, both as zarr does.
+    False: not a local uncompressed store or not one chunk's tile; the caller uses zarr.
     """
     chunk_y, chunk_x = array.chunks[2:]
-    whole = tile.shape[2:] == (chunk_y, chunk_x) and y0 % chunk_y == 0 and x0 % chunk_x == 0
-    if not (whole and array.chunks[:2] == (1, 1) and isinstance(array.store, LocalStore)):
+    _, _, h, w = tile.shape
+    ny, nx = array.shape[2:]
+    fits = (h == chunk_y or y0 + h == ny) and (w == chunk_x or x0 + w == nx)
+    aligned = y0 % chunk_y == 0 and x0 % chunk_x == 0 and h <= chunk_y and w <= chunk_x
+    if not (fits and aligned and array.chunks[:2] == (1, 1)):
         return False
-    if not _plain_bytes(array) or tile.dtype != array.dtype:
+    if not isinstance(array.store, LocalStore) or not _plain_bytes(array):
+        return False
+    if tile.dtype != array.dtype:
         return False
     folder = array.store.root / array.path
     y, x = y0 // chunk_y, x0 // chunk_x
+    padded = np.full((chunk_y, chunk_x), np.nan, array.dtype)
     for t in range(tile.shape[0]):
         for b in range(tile.shape[1]):
-            chunk = np.ascontiguousarray(tile[t, b])
-            if np.isnan(chunk).all():
+            part = tile[t, b]
+            if np.isnan(part).all():
                 continue
+            padded[:h, :w] = part
             path = folder / array.metadata.encode_chunk_key((t, b, y, x))
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(chunk.data)
+            path.write_bytes(padded.data)
     return True
 
 

@@ -156,7 +156,7 @@ def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
     shape = (len(job.year_indices), source.array.shape[1], *block.shape)
     values = _read_buffer(shape, source.dtype)
-    if not read_whole_chunks(source.array, job.year_indices, block, values):
+    if not read_chunks(source.array, job.year_indices, block, values):
         years = list(job.year_indices)
         if job.year_indices == tuple(range(source.array.shape[0])):
             years = slice(None)
@@ -175,41 +175,41 @@ def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
 _thread_buffers = threading.local()
 
 
-def _read_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """This thread's block buffer, reused from block to block: a fresh 36 MiB array per
+def _read_buffer(shape: tuple[int, ...], dtype: np.dtype, name: str = "block") -> np.ndarray:
+    """This thread's buffer `name`, reused from block to block: a fresh 36 MiB array per
     block costs as much CPU in page faults as decompressing a third of it. The scores
     never alias it (the kernel writes a new array), so the next block may overwrite it."""
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffer = getattr(_thread_buffers, "bytes", None)
+    buffer = getattr(_thread_buffers, name, None)
     if buffer is None or buffer.size < size:
-        buffer = _thread_buffers.bytes = np.empty(size, np.uint8)
+        buffer = np.empty(size, np.uint8)
+        setattr(_thread_buffers, name, buffer)
     return buffer[:size].view(dtype).reshape(shape)
 
 
-def read_whole_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndarray) -> bool:
+def read_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndarray) -> bool:
     """Decode a block's chunk files straight into `out`, where zarr would only add copies.
 
-    Only for the common local layout: one year and every band per chunk, the block exactly
-    one whole chunk, zstd-compressed native-order bytes. Through zarr the same read costs
+    Only for the common local layout: one year and every band per chunk, the block inside
+    one chunk, zstd-compressed native-order bytes. A whole chunk decodes into `out`, a part
+    (window or store edge) into a reused chunk buffer first. Through zarr the same read costs
     ~1.5x the CPU (a fresh array per chunk, then a copy). False: not that case, or anything
     unexpected; the caller then reads through zarr, which reports real errors properly.
     """
     chunk_t, chunk_b, chunk_y, chunk_x = array.chunks
-    _, n_bands, ny, nx = array.shape
-    whole = (
-        block.row0 % chunk_y == 0
-        and block.col0 % chunk_x == 0
-        and block.shape == (chunk_y, chunk_x)
-        and block.row1 <= ny
-        and block.col1 <= nx
-    )
-    if not (whole and chunk_t == 1 and chunk_b == n_bands and isinstance(array.store, LocalStore)):
+    n_bands = array.shape[1]
+    y, x = block.row0 // chunk_y, block.col0 // chunk_x
+    inside = (block.row1 - 1) // chunk_y == y and (block.col1 - 1) // chunk_x == x
+    if not (inside and chunk_t == 1 and chunk_b == n_bands and isinstance(array.store, LocalStore)):
         return False
     if not _plain_zstd(array):
         return False
     folder = array.store.root / array.path
-    y, x = block.row0 // chunk_y, block.col0 // chunk_x
+    whole = block.shape == (chunk_y, chunk_x)
+    rows = slice(block.row0 - y * chunk_y, block.row1 - y * chunk_y)
+    cols = slice(block.col0 - x * chunk_x, block.col1 - x * chunk_x)
     try:
+        chunk = None if whole else _read_buffer((n_bands, chunk_y, chunk_x), array.dtype, "chunk")
         for i, year in enumerate(years):
             path = folder / array.metadata.encode_chunk_key((year, 0, y, x))
             try:
@@ -217,7 +217,11 @@ def read_whole_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndar
             except FileNotFoundError:
                 out[i] = array.fill_value
                 continue
-            _ZSTD.decode(encoded, out=out[i])
+            if whole:
+                _ZSTD.decode(encoded, out=out[i])
+            else:
+                _ZSTD.decode(encoded, out=chunk)
+                out[i] = chunk[:, rows, cols]
     except Exception:  # e.g. a chunk that is not what the metadata says: let zarr say so
         return False
     return True

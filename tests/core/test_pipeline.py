@@ -286,10 +286,10 @@ def test_bad_parameters_name_the_fix(aef_store, tmp_path, options, message):
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_whole_chunk_reads_equal_zarr_reads_and_missing_chunks_read_as_fill(tmp_path, zarr_format):
+def test_direct_chunk_reads_equal_zarr_reads_and_missing_chunks_read_as_fill(tmp_path, zarr_format):
     import numcodecs
 
-    from embedding_change.core.pipeline import read_whole_chunks
+    from embedding_change.core.pipeline import read_chunks
     from embedding_change.core.window import PixelWindow
 
     compressor = numcodecs.Zstd() if zarr_format == 2 else zarr.codecs.ZstdCodec()
@@ -306,16 +306,18 @@ def test_whole_chunk_reads_equal_zarr_reads_and_missing_chunks_read_as_fill(tmp_
     array[:, :, :32, :] = values[:, :, :32]
     array[:2, :, 32:, :] = values[:2, :, 32:]  # years 2 and 3 have no chunks in rows 32..63
     array = zarr.open_array(tmp_path / "cube.zarr", mode="r")
-    for block, years in [
-        (PixelWindow(0, 32, 32, 64), (0, 1, 2, 3)),
-        (PixelWindow(32, 64, 0, 32), (1, 3)),
-    ]:
-        out = np.empty((len(years), 3, 32, 32), np.int8)
-        assert read_whole_chunks(array, years, block, out)
-        expected = array.get_orthogonal_selection(
-            (list(years), slice(None), slice(block.row0, block.row1), slice(block.col0, block.col1))
-        )
+    cases = [
+        (PixelWindow(0, 32, 32, 64), (0, 1, 2, 3)),  # a whole chunk
+        (PixelWindow(32, 64, 0, 32), (1, 3)),  # some years, one without a chunk
+        (PixelWindow(5, 30, 40, 63), (0, 2, 3)),  # part of a chunk (window edges)
+        (PixelWindow(32, 64, 64, 80), (0, 1, 2, 3)),  # the store's edge chunk
+    ]
+    for block, years in cases:
+        out = np.empty((len(years), 3, *block.shape), np.int8)
+        assert read_chunks(array, years, block, out)
+        rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
+        expected = array.get_orthogonal_selection((list(years), slice(None), rows, cols))
         np.testing.assert_array_equal(out, expected)
-    # an edge chunk cut by the array's end goes through zarr
-    edge = np.empty((4, 3, 32, 16), np.int8)
-    assert not read_whole_chunks(array, (0, 1, 2, 3), PixelWindow(0, 32, 64, 80), edge)
+    # a block across a chunk edge is not a block of this pipeline: zarr reads it
+    across = np.empty((4, 3, 32, 32), np.int8)
+    assert not read_chunks(array, (0, 1, 2, 3), PixelWindow(16, 48, 0, 32), across)
