@@ -7,7 +7,8 @@ Prints, next to the targets of issue 3:
   scores, z-scores on), from 1 thread and from 2 threads (the way dask threads call it);
 - a straightforward vectorised numpy version's throughput on the same block, and the ratio;
 - compute_change_scores' throughput on a size/2 window from the store on disk and from a
-  local S3 server (moto), with the process CPU seconds per Mpx (steadier on a shared machine);
+  local S3 server (moto), with the process CPU seconds per Mpx (steadier on a shared machine),
+  and from disk with the kernel replaced by a stand-in: what the pipeline itself costs;
 - peak RSS of a fresh process scoring the size/2 window and the size window (4x the area),
   and the peak above that process's RSS after its imports, so imports don't hide the growth.
 
@@ -147,6 +148,20 @@ def pipeline_rate(store, workdir, name, bbox, storage_options=None, repeats=2):
     return best
 
 
+def without_kernel(run):
+    """run() with the kernel replaced by a stand-in returning zeros: the pipeline's own cost."""
+    kernel = kernels.change_scores
+
+    def stand_in(block, *, methods=kernels.METHODS, **options):
+        return np.zeros((block.shape[0], len(methods), *block.shape[2:]), np.float32)
+
+    kernels.change_scores = stand_in
+    try:
+        return run()
+    finally:
+        kernels.change_scores = kernel
+
+
 def window_bbox(store_path, pixels):
     """A box of pixels x pixels at the store's top-left corner, in the store's CRS."""
     grid = open_embedding_store(str(store_path)).grid
@@ -248,7 +263,9 @@ def main():
             f"   target >= 40: {check(ratio, 40)}"
         )
 
-        disk, disk_cpu = pipeline_rate(str(store), workdir, "disk", window_bbox(store, half))
+        bbox = window_bbox(store, half)
+        disk, disk_cpu = pipeline_rate(str(store), workdir, "disk", bbox)
+        bare, bare_cpu = without_kernel(lambda: pipeline_rate(str(store), workdir, "bare", bbox))
         moto, endpoint = start_moto()
         try:
             options = {"key": "testing", "secret": "testing", "endpoint_url": endpoint}
@@ -270,6 +287,13 @@ def main():
             f"   target >= 1.5 Mpx/s: {check(disk, 1.5)}"
         )
         print(f"  from S3   {s3:6.2f} Mpx/s  {s3_cpu:5.2f} CPU s/Mpx   (moto on loopback)")
+        print(
+            f"  pipeline's own cost (disk, kernel replaced by a stand-in): {1 / bare:.2f} s/Mpx,"
+            f" {bare_cpu:.2f} CPU s/Mpx"
+        )
+        # Both parts compete for the same cores, so their times per Mpx add up.
+        projected = 1 / (1 / 5 + 1 / bare)
+        print(f"  with a 5 Mpx/s kernel that would be ~{projected:.2f} Mpx/s from disk")
 
         # The peak varies from run to run with how reads and writes interleave: worst of 2.
         small, base_small = max(peak_rss_mib(store, half, workdir) for _ in range(2))
