@@ -8,6 +8,7 @@ nearly duplicate years (ties, zero MAD), 1 to 9 years, every metric, int8 and fl
 
 import numpy as np
 import pytest
+
 from embedding_change.core import kernels
 from embedding_change.core.errors import ParameterError
 
