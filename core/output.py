@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import shutil
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,8 @@ import fsspec
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BytesCodec
-from zarr.storage import LocalStore
 
+from .chunk_files import write_chunks
 from .errors import OutputError
 from .grid import Grid
 from .store import is_remote, storage_options_for, store_url, zarr_store
@@ -160,55 +158,6 @@ def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: i
     """Write a (time, band, y, x) tile at output pixel (y0, x0); returns the pixels written."""
     array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
     _, _, h, w = tile.shape
-    if not _write_chunks(array, tile, y0, x0):
+    if not write_chunks(array, tile, y0, x0):
         array[:, :, y0 : y0 + h, x0 : x0 + w] = tile
     return h * w
-
-
-def _write_chunks(array: zarr.Array, tile: np.ndarray, y0: int, x0: int) -> bool:
-    """Write a one-chunk tile's chunks as plain files, as zarr stores them uncompressed.
-
-    Through zarr this costs ~3x the CPU (a copy per chunk, a temporary file and a rename per
-    chunk); the run's folder is hidden until complete, so plain writes are safe. Edge tiles
-    are padded with NaN to the full chunk, all-NaN chunks left out, both as zarr does.
-    False: not a local uncompressed store or not one chunk's tile; the caller uses zarr.
-    """
-    chunk_y, chunk_x = array.chunks[2:]
-    _, _, h, w = tile.shape
-    ny, nx = array.shape[2:]
-    fits = (h == chunk_y or y0 + h == ny) and (w == chunk_x or x0 + w == nx)
-    aligned = y0 % chunk_y == 0 and x0 % chunk_x == 0 and h <= chunk_y and w <= chunk_x
-    if not (fits and aligned and array.chunks[:2] == (1, 1)):
-        return False
-    if not isinstance(array.store, LocalStore) or not _plain_bytes(array):
-        return False
-    if tile.dtype != array.dtype:
-        return False
-    folder = array.store.root / array.path
-    y, x = y0 // chunk_y, x0 // chunk_x
-    padded = np.full((chunk_y, chunk_x), np.nan, array.dtype)
-    for t in range(tile.shape[0]):
-        for b in range(tile.shape[1]):
-            part = tile[t, b]
-            if np.isnan(part).all():
-                continue
-            padded[:h, :w] = part
-            path = folder / array.metadata.encode_chunk_key((t, b, y, x))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(padded.data)
-    return True
-
-
-def _plain_bytes(array: zarr.Array) -> bool:
-    """Chunks are stored as raw C-order bytes in this machine's byte order (no compressor)."""
-    metadata = array.metadata
-    if array.dtype.byteorder not in ("=", "|", "<" if sys.byteorder == "little" else ">"):
-        return False
-    if metadata.zarr_format == 3:
-        codecs = metadata.codecs
-        return (
-            len(codecs) == 1
-            and isinstance(codecs[0], BytesCodec)
-            and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)
-        )
-    return metadata.compressor is None and not metadata.filters and metadata.order == "C"

@@ -8,24 +8,19 @@ Memory stays at a few blocks per worker thread, whatever the window's size.
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask
-import numcodecs
 import numpy as np
 import xarray as xr
-import zarr
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
-from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
-from zarr.storage import LocalStore
 
 from . import kernels
+from .chunk_files import read_chunks, reused_buffer
 from .errors import ParameterError
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
 from .quantisation import SIGNED_SQUARE
@@ -155,7 +150,7 @@ def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     source = cached_embedding_store(job.url, job.variable, job.storage_options)
     rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
     shape = (len(job.year_indices), source.array.shape[1], *block.shape)
-    values = _read_buffer(shape, source.dtype)
+    values = reused_buffer(shape, source.dtype)
     if not read_chunks(source.array, job.year_indices, block, values):
         years = list(job.year_indices)
         if job.year_indices == tuple(range(source.array.shape[0])):
@@ -169,84 +164,6 @@ def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
         robust_zscore=job.robust_zscore,
         signed_square=source.quantisation.method == SIGNED_SQUARE,
         nodata=source.quantisation.nodata,
-    )
-
-
-_thread_buffers = threading.local()
-
-
-def _read_buffer(shape: tuple[int, ...], dtype: np.dtype, name: str = "block") -> np.ndarray:
-    """This thread's buffer `name`, reused from block to block: a fresh 36 MiB array per
-    block costs as much CPU in page faults as decompressing a third of it. The scores
-    never alias it (the kernel writes a new array), so the next block may overwrite it."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffer = getattr(_thread_buffers, name, None)
-    if buffer is None or buffer.size < size:
-        buffer = np.empty(size, np.uint8)
-        setattr(_thread_buffers, name, buffer)
-    return buffer[:size].view(dtype).reshape(shape)
-
-
-def read_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndarray) -> bool:
-    """Decode a block's chunk files straight into `out`, where zarr would only add copies.
-
-    Only for the common local layout: one year and every band per chunk, the block inside
-    one chunk, zstd-compressed native-order bytes. A whole chunk decodes into `out`, a part
-    (window or store edge) into a reused chunk buffer first. Through zarr the same read costs
-    ~1.5x the CPU (a fresh array per chunk, then a copy). False: not that case, or anything
-    unexpected; the caller then reads through zarr, which reports real errors properly.
-    """
-    chunk_t, chunk_b, chunk_y, chunk_x = array.chunks
-    n_bands = array.shape[1]
-    y, x = block.row0 // chunk_y, block.col0 // chunk_x
-    inside = (block.row1 - 1) // chunk_y == y and (block.col1 - 1) // chunk_x == x
-    if not (inside and chunk_t == 1 and chunk_b == n_bands and isinstance(array.store, LocalStore)):
-        return False
-    if not _plain_zstd(array):
-        return False
-    folder = array.store.root / array.path
-    whole = block.shape == (chunk_y, chunk_x)
-    rows = slice(block.row0 - y * chunk_y, block.row1 - y * chunk_y)
-    cols = slice(block.col0 - x * chunk_x, block.col1 - x * chunk_x)
-    try:
-        chunk = None if whole else _read_buffer((n_bands, chunk_y, chunk_x), array.dtype, "chunk")
-        for i, year in enumerate(years):
-            path = folder / array.metadata.encode_chunk_key((year, 0, y, x))
-            try:
-                encoded = path.read_bytes()
-            except FileNotFoundError:
-                out[i] = array.fill_value
-                continue
-            if whole:
-                _ZSTD.decode(encoded, out=out[i])
-            else:
-                _ZSTD.decode(encoded, out=chunk)
-                out[i] = chunk[:, rows, cols]
-    except Exception:  # e.g. a chunk that is not what the metadata says: let zarr say so
-        return False
-    return True
-
-
-_ZSTD = numcodecs.Zstd()
-
-
-def _plain_zstd(array: zarr.Array) -> bool:
-    """Chunks are just zstd-compressed C-order bytes in this machine's byte order."""
-    metadata = array.metadata
-    if array.dtype.byteorder not in ("=", "|", "<" if sys.byteorder == "little" else ">"):
-        return False
-    if metadata.zarr_format == 3:
-        codecs = metadata.codecs
-        return (
-            len(codecs) == 2
-            and isinstance(codecs[0], BytesCodec)
-            and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)
-            and isinstance(codecs[1], ZstdCodec)
-        )
-    return (
-        isinstance(metadata.compressor, numcodecs.Zstd)
-        and not metadata.filters
-        and metadata.order == "C"
     )
 
 

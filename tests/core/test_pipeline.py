@@ -289,7 +289,7 @@ def test_bad_parameters_name_the_fix(aef_store, tmp_path, options, message):
 def test_direct_chunk_reads_equal_zarr_reads_and_missing_chunks_read_as_fill(tmp_path, zarr_format):
     import numcodecs
 
-    from embedding_change.core.pipeline import read_chunks
+    from embedding_change.core.chunk_files import read_chunks
     from embedding_change.core.window import PixelWindow
 
     compressor = numcodecs.Zstd() if zarr_format == 2 else zarr.codecs.ZstdCodec()
