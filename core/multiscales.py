@@ -17,15 +17,14 @@ import warnings
 from collections.abc import Callable
 
 import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
 import zarr_cm
 
-from .errors import OutputError, ParameterError
+from .errors import ParameterError
 from .grid import Grid
-from .output import OutputTarget, crs_attribute
+from .output import OutputTarget, create_empty_cube, crs_attribute
 from .pyramid_levels import RESAMPLING_METHODS, halve, level_grid, level_shapes
 from .scheduling import run_tasks
 from .store import EmbeddingStore, open_embedding_store, zarr_store
@@ -109,43 +108,28 @@ def _crs_wkt(store: EmbeddingStore) -> str | None:
 
 def _create_level(target, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_format):
     """Create group /level: coordinates, spatial_ref, and the empty data array (fill NaN)."""
-    ny, nx = grid.shape
-    shape = (len(store.times), len(store.bands), ny, nx)
-    data = da.empty(shape, chunks=(1, 1, tile, tile), dtype=dtype)
     a, b, c, d, e, f = grid.transform
     spatial_ref = xr.Variable((), np.int32(0), {"GeoTransform": f"{c} {a} {b} {f} {d} {e}"})
     if crs_wkt:
         spatial_ref.attrs.update(crs_wkt=crs_wkt, spatial_ref=crs_wkt)
-    attrs = {"grid_mapping": "spatial_ref"}
-    gdal_crs = crs_attribute(store.grid.crs or crs_wkt)
+    variable_attrs = {"grid_mapping": "spatial_ref"}
+    gdal_crs = crs_attribute(grid.crs or crs_wkt)
     if gdal_crs:
-        attrs["_CRS"] = gdal_crs
-    dataset = xr.Dataset(
-        {store.variable: (("time", "band", "y", "x"), data, attrs)},
-        coords={
-            "time": ("time", store.times.astype(np.int32)),
-            # v3: variable-length strings (fixed-width ones have no v3 spec); v2: fixed for GDAL.
-            "band": ("band", np.array(store.bands, dtype=str if zarr_format == 2 else object)),
-            "y": ("y", grid.y_coords(0, ny)),
-            "x": ("x", grid.x_coords(0, nx)),
-            "spatial_ref": spatial_ref,
-        },
+        variable_attrs["_CRS"] = gdal_crs
+    create_empty_cube(
+        target,
+        store.variable,
+        grid,
+        store.times,
+        store.bands,
         attrs=_convention_attrs(grid.spatial_attrs(), crs_wkt),
+        variable_attrs=variable_attrs,
+        zarr_format=zarr_format,
+        chunk=tile,
+        dtype=dtype,
+        group=str(level),
+        extra_coords={"spatial_ref": spatial_ref},
     )
-    encoding = {store.variable: {"chunks": (1, 1, tile, tile), "_FillValue": np.nan}}
-    try:
-        dataset.to_zarr(
-            target.url,
-            group=str(level),
-            mode="w",
-            compute=False,
-            consolidated=False,
-            encoding=encoding,
-            zarr_format=zarr_format,
-            storage_options=target.storage_options or None,
-        )
-    except OSError as exc:
-        raise OutputError(f"Cannot write the output {target.final_url}: {exc}") from exc
 
 
 def _fill_levels(target, store, shapes, resampling, tile, progress, cancel, scheduler):

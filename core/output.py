@@ -107,43 +107,78 @@ def create_scores_store(
     zarr_format: int | None,
 ) -> None:
     """Write the empty scores dataset: metadata, coordinates and a NaN-filled `scores` array."""
+    create_empty_cube(
+        target,
+        SCORES,
+        grid,
+        years,
+        labels,
+        attrs={**attrs, **grid.spatial_attrs()},
+        variable_attrs={"long_name": "change scores, one band per score"},
+        zarr_format=zarr_format,
+        compressors=SCORES_COMPRESSORS,
+        mode="w-",
+    )
+
+
+def create_empty_cube(
+    target: OutputTarget,
+    variable: str,
+    grid: Grid,
+    years,
+    labels,
+    *,
+    attrs: dict,
+    variable_attrs: dict,
+    zarr_format: int | None,
+    chunk: int = OUTPUT_CHUNK,
+    dtype=np.float32,
+    compressors="auto",
+    group: str | None = None,
+    extra_coords: dict | None = None,
+    mode: str = "w",
+) -> None:
+    """An empty (time, band, y, x) cube of floats filled with NaN, its coordinates and attributes.
+
+    Only metadata is written: tasks fill the chunks later. The array carries GDAL's `_CRS`
+    (from the grid's CRS unless `variable_attrs` gives one) so GDAL georeferences it.
+    """
     ny, nx = grid.shape
     shape = (len(years), len(labels), ny, nx)
-    chunks = (1, 1, OUTPUT_CHUNK, OUTPUT_CHUNK)
     # Never computed (compute=False): one dask chunk keeps its graph one task at any size.
-    placeholder = da.full(shape, np.nan, dtype=np.float32, chunks=shape)
-    scores_attrs = {"long_name": "change scores, one band per score"}
+    placeholder = da.full(shape, np.nan, dtype=dtype, chunks=shape)
     crs = crs_attribute(grid.crs)
-    if crs:
-        scores_attrs["_CRS"] = crs
+    variable_attrs = {**({"_CRS": crs} if crs else {}), **variable_attrs}
     ds = xr.Dataset(
-        {SCORES: (("time", "band", "y", "x"), placeholder, scores_attrs)},
+        {variable: (("time", "band", "y", "x"), placeholder, variable_attrs)},
         coords={
             "time": ("time", np.asarray(years, dtype=np.int32)),
             "band": ("band", string_coordinate(labels, zarr_format)),
             "y": ("y", grid.y_coords(0, ny)),
             "x": ("x", grid.x_coords(0, nx)),
+            **(extra_coords or {}),
         },
-        attrs={**attrs, **grid.spatial_attrs()},
+        attrs=attrs,
     )
     encoding = {
-        SCORES: {
-            "chunks": chunks,
-            "_FillValue": np.float32(np.nan),
-            "compressors": SCORES_COMPRESSORS,
+        variable: {
+            "chunks": (1, 1, chunk, chunk),
+            "_FillValue": np.dtype(dtype).type(np.nan),
+            "compressors": compressors,
         }
     }
     try:
         ds.to_zarr(
             target.url,
-            mode="w-",
+            group=group,
+            mode=mode,
             compute=False,
             zarr_format=zarr_format,
             encoding=encoding,
             consolidated=False,
             storage_options=target.storage_options or None,
         )
-    except (OSError, PermissionError) as exc:
+    except OSError as exc:
         raise OutputError(f"Cannot write the output {target.final_url}: {exc}") from exc
 
 
