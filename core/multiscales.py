@@ -13,7 +13,6 @@ sibling folder and renames it at the end, so a failed or cancelled run leaves no
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import dask
@@ -75,9 +74,7 @@ def build_multiscales(
             _create_level(target, level, store, grid, crs_wkt, dtype, tile, zarr_format)
         _fill_levels(target, store, shapes, resampling, tile, progress, cancel, scheduler)
         _write_group_attrs(target, grids, resampling, crs_wkt, store)
-        with warnings.catch_warnings():  # "consolidated metadata is not in the v3 spec": known
-            warnings.simplefilter("ignore", category=UserWarning)
-            target.finish()
+        target.finish()
     except BaseException:
         target.discard()
         raise

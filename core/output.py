@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,8 @@ class OutputTarget:
         return cls(final, str(partial), {})
 
     def finish(self) -> None:
-        """Make the written store visible under its final name."""
-        zarr.consolidate_metadata(zarr_store(self.url, self.storage_options, read_only=False))
+        """Consolidate the metadata (one read opens the store) and show it under its final name."""
+        consolidate(self.url, self.storage_options)
         if self.url != self.final_url:
             os.replace(self.url, self.final_url)
 
@@ -82,6 +83,15 @@ class OutputTarget:
                 fs.rm(path, recursive=True)
         else:
             shutil.rmtree(self.url, ignore_errors=True)
+
+
+def consolidate(url: str, storage_options: dict | None = None) -> None:
+    """Consolidate a store's metadata so that one read opens it (remote stores above all)."""
+    with warnings.catch_warnings():
+        # zarr warns that v3 has no consolidated metadata in its spec yet; readers that do not
+        # know it fall back to the plain metadata, so the warning tells users nothing.
+        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+        zarr.consolidate_metadata(zarr_store(url, storage_options, read_only=False))
 
 
 def crs_attribute(crs: str | None) -> dict | None:

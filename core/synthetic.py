@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from .grid import Grid
-from .output import string_coordinate
+from .output import consolidate, string_coordinate
 from .store import storage_options_for, store_url
 
 AEF_GSD = 8.983111749910169e-05
@@ -118,9 +118,10 @@ def write_aef_like_store(
         zarr_format=zarr_format,
         encoding=encoding,
         storage_options=options,
-        consolidated=True,
+        consolidated=False,
         compute=False,
     ).compute(scheduler=scheduler)
+    consolidate(url, options)
     return SyntheticTruth(grid, years, changes)
 
 
