@@ -1,9 +1,12 @@
 """How a score layer looks and moves in time: one module for loading, styling and animating scores.
 
-A scores Zarr (time, band, y, x) becomes a group per score band with one layer per year. Each
-layer reads its 2-D slice straight from the store (`ZARR:"path":/scores:<t>:<band>`, no copy),
-carries a fixed one-year temporal range, and a colour ramp that leaves ordinary values
-transparent so that high scores jump out. The temporal controller walks the years, one a frame.
+A scores Zarr (time, band, y, x) becomes a group per score band. On QGIS < 3.38 the group holds
+one layer per year: each reads its 2-D slice straight from the store
+(`ZARR:"path":/scores:<t>:<band>`, no copy) and carries a fixed one-year temporal range. From
+3.38 on the group holds one layer whose bands are the years (a small VRT over the same slices)
+with a temporal range per band: QGIS draws the band of the frame's year. Either way a colour ramp
+leaves ordinary values transparent so that high scores jump out, and the temporal controller
+walks the years, one a frame.
 
 After a Processing run the layers come in through `ScoreLayerPostProcessor` (the framework loads
 them on the main thread); scripts load a finished store with `load_score_layers`.
@@ -17,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from osgeo import gdal
+from osgeo import gdal, osr
 from qgis.core import (
+    Qgis,
     QgsColorRampShader,
     QgsDateTimeRange,
     QgsInterval,
@@ -40,6 +44,8 @@ from qgis.PyQt.QtGui import QColor
 SCORES_VARIABLE = "scores"
 SliceSource = Callable[[int, int], str]  # (year index, band index) -> GDAL data source
 PROPERTY = "embedding_change"  # prefix of the custom properties on our layers and groups
+# QGIS 3.38 added temporal ranges per band: one layer per score, years as bands.
+PER_BAND_TEMPORAL = Qgis.QGIS_VERSION_INT >= 33800
 
 # Colour stops as fractions of the score called "high", colours from ColorBrewer's YlOrRd.
 # Up to 3/8 of "high" a score is ordinary: fully transparent.
@@ -58,8 +64,12 @@ DISTANCE_HIGH_QUANTILE = 0.99
 
 
 def zarr_format_for_layers() -> int:
-    """The Zarr format this QGIS's GDAL can read: v2 before GDAL 3.10 (3.6 reads only v2)."""
-    return 3 if int(gdal.VersionInfo("VERSION_NUM")) >= 3100000 else 2
+    """The Zarr format this QGIS's GDAL can read: v2 before GDAL 3.11.
+
+    GDAL 3.6 reads only v2; GDAL 3.10 (QGIS 3.40 on Debian 13) reads v3 only with the draft
+    "endian" codec and fails on the "bytes" codec zarr-python 3 writes (renamed in GDAL 3.11).
+    """
+    return 3 if int(gdal.VersionInfo("VERSION_NUM")) >= 3110000 else 2
 
 
 def score_layer_uri(store: str | Path, time_index: int, band_index: int) -> str:
@@ -103,7 +113,7 @@ class ScoreSlice:
     bands: tuple[str, ...]
     band: str
     years: tuple[int, ...]
-    year: int
+    year: int | None  # None: the layer holds every year, band i + 1 is years[i]
     high: float
 
     @property
@@ -134,6 +144,56 @@ def score_slice_layers(
     return result
 
 
+def score_year_stack_layers(
+    store: str | Path, years, bands, slice_source: SliceSource | None = None
+) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
+    """One raster layer per score band whose bands 1..T are the years (QGIS >= 3.38)."""
+    store = str(Path(store).absolute())
+    source = slice_source or functools.partial(score_layer_uri, store)
+    years, bands = tuple(int(y) for y in years), tuple(str(b) for b in bands)
+    result = []
+    for b, band in enumerate(bands):
+        path = write_year_stack(store, band, years, [source(t, b) for t in range(len(years))])
+        layer = _raster_layer(path, band)
+        if not layer.isValid() or layer.bandCount() != len(years):
+            raise ValueError(f"GDAL {gdal.__version__} cannot read {source(0, b)}")
+        score = ScoreSlice(store, bands, band, years, None, score_high(band, [layer]))
+        result.append((layer, score))
+    return result
+
+
+def write_year_stack(store: str, band: str, years, sources: list[str]) -> str:
+    """A VRT with one band per year over the given slices (no copy); its path.
+
+    It goes where the pyramid VRTs go: <store>/vrt, or a temporary folder for a read-only store.
+    """
+    from .pyramid_layers import _safe, _vrt_folder
+
+    path = str(_vrt_folder(Path(store)) / f"{_safe(band)}.vrt")
+    stack = gdal.BuildVRT(path, sources, separate=True)
+    if stack is None:
+        raise ValueError(f"GDAL {gdal.__version__} cannot read {sources[0]}")
+    srs = stack.GetSpatialRef()
+    if srs is not None:
+        # x/y (lon/lat) axis order, as the pyramid VRTs: GDAL tools misplace Zarr slices otherwise.
+        srs = srs.Clone()
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        stack.SetSpatialRef(srs)
+    for number, year in enumerate(years, start=1):
+        stack.GetRasterBand(number).SetDescription(str(year))
+    stack = None  # written on close
+    return path
+
+
+def score_layer_pairs(
+    store: str | Path, years, bands, slice_source: SliceSource | None = None
+) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
+    """The layers this QGIS animates best: one per score from 3.38 on, else one per year."""
+    if PER_BAND_TEMPORAL:
+        return score_year_stack_layers(store, years, bands, slice_source)
+    return score_slice_layers(store, years, bands, slice_source)
+
+
 def _raster_layer(uri: str, name: str) -> QgsRasterLayer:
     # A slice that is all no data (the first year of "difference") makes GDAL print
     # "Failed to compute statistics" while QGIS sets up its default renderer: expected, quiet.
@@ -151,14 +211,15 @@ def score_high(band: str, layers: list[QgsRasterLayer]) -> float:
     highs = []
     for layer in layers:
         provider = layer.dataProvider()
-        _, upper = provider.cumulativeCut(1, 0.0, DISTANCE_HIGH_QUANTILE, layer.extent())
-        if math.isfinite(upper) and upper > 0:
-            highs.append(upper)
+        for number in range(1, layer.bandCount() + 1):
+            _, upper = provider.cumulativeCut(number, 0.0, DISTANCE_HIGH_QUANTILE, layer.extent())
+            if math.isfinite(upper) and upper > 0:
+                highs.append(upper)
     return max(highs, default=1.0)
 
 
 def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
-    """Colour ramp, name, one-year temporal range and the properties that say what the layer is."""
+    """Colour ramp, name, temporal range(s) and the properties that say what the layer is."""
     ramp = QgsColorRampShader(0.0, score.high)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     # Not clipped: values under the first stop take its transparent colour, values over the
@@ -178,16 +239,28 @@ def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
     renderer.setClassificationMin(RAMP_STOPS[0][0] * score.high)
     renderer.setClassificationMax(score.high)
     layer.setRenderer(renderer)
-    layer.setName(str(score.year))
 
     temporal = layer.temporalProperties()
-    temporal.setMode(QgsRasterLayerTemporalProperties.ModeFixedTemporalRange)
-    temporal.setFixedTemporalRange(year_range(score.year))
+    if score.year is None:
+        # The renderer draws the band whose range holds the frame (QgsRasterLayerRenderer sets
+        # its input band from bandForTemporalRange); half-open years: one band per frame.
+        layer.setName(f"{score.years[0]}–{score.years[-1]}")
+        temporal.setFixedRangePerBand(
+            {
+                number: QgsDateTimeRange(_new_year(year), _new_year(year + 1), True, False)
+                for number, year in enumerate(score.years, start=1)
+            }
+        )
+        temporal.setMode(Qgis.RasterTemporalMode.FixedRangePerBand)
+    else:
+        layer.setName(str(score.year))
+        temporal.setMode(QgsRasterLayerTemporalProperties.ModeFixedTemporalRange)
+        temporal.setFixedTemporalRange(year_range(score.year))
+        layer.setCustomProperty(f"{PROPERTY}/year", score.year)
     temporal.setIsActive(True)
 
     layer.setCustomProperty(f"{PROPERTY}/store", score.store)
     layer.setCustomProperty(f"{PROPERTY}/band", score.band)
-    layer.setCustomProperty(f"{PROPERTY}/year", score.year)
     layer.triggerRepaint()
 
 
@@ -207,7 +280,7 @@ def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: Score
         _band_group_position(run_group, score.band_index),
     )
     position = sum(
-        int(node.layer().customProperty(f"{PROPERTY}/year", 0)) < score.year
+        int(node.layer().customProperty(f"{PROPERTY}/year", 0)) < (score.year or 0)
         for node in band_group.findLayers()
         if node.layer() is not None
     )
@@ -326,7 +399,7 @@ def register_score_layers(
     """
     if context.project() is None:
         return 0
-    pairs = score_slice_layers(store, years, bands, slice_source)
+    pairs = score_layer_pairs(store, years, bands, slice_source)
     for layer, score in pairs:
         context.temporaryLayerStore().addMapLayer(layer)
         details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
@@ -350,7 +423,7 @@ def load_score_layers(
     """
     project = project or QgsProject.instance()
     years, bands = labels or read_score_labels(store)
-    pairs = score_slice_layers(store, years, bands, slice_source)
+    pairs = score_layer_pairs(store, years, bands, slice_source)
     for layer, score in pairs:
         project.addMapLayer(layer, False)
         show_score_layer(layer, score, project, iface)
