@@ -17,6 +17,7 @@ BACKGROUND = "#3b3b3b"  # dark grey: transparent (ordinary) pixels read as "noth
 
 def render_year(store, year: int, out, *, width: int = 1000, band: str | None = None, project=None):
     """Load the store's score layers, render `year` (only bands starting with `band`) to `out`."""
+    import zarr
     from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsProject
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
@@ -25,7 +26,8 @@ def render_year(store, year: int, out, *, width: int = 1000, band: str | None = 
 
     project = project or QgsProject.instance()
     layers = score_layers.load_score_layers(store, project)
-    years = sorted({int(layer.customProperty("embedding_change/year")) for layer in layers})
+    # From the store, not the layers: on QGIS >= 3.38 a layer holds every year as a band.
+    years = [int(t) for t in zarr.open_group(str(store), mode="r")["time"][:]]
     if year not in years:
         raise SystemExit(f"{store} has no year {year}; it has {years[0]}..{years[-1]}.")
     chosen = [
