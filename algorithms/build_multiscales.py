@@ -12,7 +12,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from . import pyramid_layers, score_layers
+from . import layer_sources, pyramid_layers
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 # The engine's names (embedding_change.core.pyramid_levels.RESAMPLING_METHODS); a test keeps
@@ -88,7 +88,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
                 output,
                 variable=variable,
                 resampling=resampling,
-                zarr_format=score_layers.zarr_format_for_layers(),
+                zarr_format=layer_sources.zarr_format_for_layers(),
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
             )

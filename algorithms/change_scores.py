@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from . import score_layers
+from . import layer_sources, score_layers
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
@@ -156,7 +156,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 robust_zscore=robust_zscore,
                 years=years,
                 storage_options=options,
-                zarr_format=score_layers.zarr_format_for_layers(),
+                zarr_format=layer_sources.zarr_format_for_layers(),
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
                 scheduler=scheduler,

@@ -9,9 +9,6 @@ styled, grouped and animated by `score_layers`, like the layers of a scores Zarr
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -21,8 +18,7 @@ from osgeo import osr
 from qgis.core import QgsProcessingContext, QgsProject
 
 from . import score_layers
-
-VRT_FOLDER = "vrt"  # inside the pyramid folder; zarr readers ignore folders that are not nodes
+from .layer_sources import safe_file_name, vrt_folder
 
 
 def pyramid_labels(group: zarr.Group) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -43,11 +39,11 @@ def write_slice_vrts(pyramid: str | Path, variable: str = "scores") -> dict[tupl
     years, bands = pyramid_labels(group)
     srs_xml = _srs_element(attrs.get("proj:wkt2") or attrs.get("proj:code"))
     data_type = "Float64" if np.dtype(finest.dtype) == np.float64 else "Float32"
-    folder = _vrt_folder(pyramid)
+    folder = vrt_folder(pyramid)
     paths = {}
     for t, year in enumerate(years):
         for b, band in enumerate(bands):
-            path = folder / f"{_safe(band)}_{year}.vrt"
+            path = folder / f"{safe_file_name(band)}_{year}.vrt"
             path.write_text(
                 _slice_vrt(pyramid, variable, levels, t, b, srs_xml, data_type, finest.chunks)
             )
@@ -100,22 +96,6 @@ def _srs_element(crs: str | None) -> str:
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     mapping = ",".join(str(axis) for axis in srs.GetDataAxisToSRSAxisMapping())
     return f'  <SRS dataAxisToSRSAxisMapping="{mapping}">{escape(srs.ExportToWkt())}</SRS>\n'
-
-
-def _vrt_folder(pyramid: Path) -> Path:
-    """<pyramid>/vrt, or a temporary folder when the pyramid is read-only."""
-    folder = pyramid / VRT_FOLDER
-    try:
-        folder.mkdir(exist_ok=True)
-        if os.access(folder, os.W_OK):
-            return folder
-    except OSError:
-        pass
-    return Path(tempfile.mkdtemp(prefix=f"{pyramid.name}-vrt-"))
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 def pyramid_slices(pyramid: str | Path, variable: str = "scores"):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from osgeo import gdal, osr
+from osgeo import gdal
 from qgis.core import (
     Qgis,
     QgsColorRampShader,
@@ -41,7 +41,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime
 from qgis.PyQt.QtGui import QColor
 
-SCORES_VARIABLE = "scores"
+from .layer_sources import score_layer_uri, write_year_stack
+
 SliceSource = Callable[[int, int], str]  # (year index, band index) -> GDAL data source
 PROPERTY = "embedding_change"  # prefix of the custom properties on our layers and groups
 # QGIS 3.38 added temporal ranges per band: one layer per score, years as bands.
@@ -61,20 +62,6 @@ RAMP_STOPS = (
 ZSCORE_HIGH = 8.0
 # Plain distances have no fixed scale: "high" is their 99th percentile over all years.
 DISTANCE_HIGH_QUANTILE = 0.99
-
-
-def zarr_format_for_layers() -> int:
-    """The Zarr format this QGIS's GDAL can read: v2 before GDAL 3.11.
-
-    GDAL 3.6 reads only v2; GDAL 3.10 (QGIS 3.40 on Debian 13) reads v3 only with the draft
-    "endian" codec and fails on the "bytes" codec zarr-python 3 writes (renamed in GDAL 3.11).
-    """
-    return 3 if int(gdal.VersionInfo("VERSION_NUM")) >= 3110000 else 2
-
-
-def score_layer_uri(store: str | Path, time_index: int, band_index: int) -> str:
-    """GDAL's name for one 2-D slice of the 4-D scores array (the bare array path fails)."""
-    return f'ZARR:"{Path(store).absolute()}":/{SCORES_VARIABLE}:{time_index}:{band_index}'
 
 
 def year_range(year: int) -> QgsDateTimeRange:
@@ -160,29 +147,6 @@ def score_year_stack_layers(
         score = ScoreSlice(store, bands, band, years, None, score_high(band, [layer]))
         result.append((layer, score))
     return result
-
-
-def write_year_stack(store: str, band: str, years, sources: list[str]) -> str:
-    """A VRT with one band per year over the given slices (no copy); its path.
-
-    It goes where the pyramid VRTs go: <store>/vrt, or a temporary folder for a read-only store.
-    """
-    from .pyramid_layers import _safe, _vrt_folder
-
-    path = str(_vrt_folder(Path(store)) / f"{_safe(band)}.vrt")
-    stack = gdal.BuildVRT(path, sources, separate=True)
-    if stack is None:
-        raise ValueError(f"GDAL {gdal.__version__} cannot read {sources[0]}")
-    srs = stack.GetSpatialRef()
-    if srs is not None:
-        # x/y (lon/lat) axis order, as the pyramid VRTs: GDAL tools misplace Zarr slices otherwise.
-        srs = srs.Clone()
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        stack.SetSpatialRef(srs)
-    for number, year in enumerate(years, start=1):
-        stack.GetRasterBand(number).SetDescription(str(year))
-    stack = None  # written on close
-    return path
 
 
 def score_layer_pairs(

@@ -43,7 +43,9 @@ def write_scores(path: Path, score_layers):
         scores[t, :, rows, cols] = value
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(4326)
-    zarr_format = score_layers.zarr_format_for_layers()
+    from embedding_change.algorithms import layer_sources
+
+    zarr_format = layer_sources.zarr_format_for_layers()
     group = zarr.open_group(str(path), mode="w-", zarr_format=zarr_format)
     group.attrs["proj:code"] = "EPSG:4326"
 
@@ -128,7 +130,7 @@ def main() -> int:
     app = QgsApplication([], False)
     app.initQgis()
     plugin_importable()
-    from embedding_change.algorithms import score_layers
+    from embedding_change.algorithms import layer_sources, score_layers
 
     failures = []
 
@@ -148,7 +150,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             store = Path(folder) / "scores.zarr"
             scores = write_scores(store, score_layers)
-            print(f"     Zarr v{score_layers.zarr_format_for_layers()} store")
+            print(f"     Zarr v{layer_sources.zarr_format_for_layers()} store")
             layers = score_layers.load_score_layers(store, project, labels=(YEARS, BANDS))
 
             check("one layer per score", len(layers) == len(BANDS), [lyr.name() for lyr in layers])

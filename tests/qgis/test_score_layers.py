@@ -16,7 +16,7 @@ from qgis.core import (
     QgsUnitTypes,
 )
 
-from embedding_change.algorithms import score_layers
+from embedding_change.algorithms import layer_sources, score_layers
 
 from .conftest import ALGORITHM, ZSCORE_BANDS, placed_slice, write_scores_store
 
@@ -78,7 +78,7 @@ def test_a_group_per_score_holds_one_layer_per_year_in_year_order(project, score
         nodes = group.findLayers()
         assert [n.name() for n in nodes] == [str(y) for y in scores_store.years]
         assert [n.layer().source() for n in nodes] == [
-            score_layers.score_layer_uri(scores_store.path, t, b)
+            layer_sources.score_layer_uri(scores_store.path, t, b)
             for t in range(len(scores_store.years))
         ]
 
@@ -168,7 +168,7 @@ def test_plain_distances_share_a_scale_set_by_their_99th_percentile(project, tmp
 
 def test_zarr_format_is_one_this_gdal_reads():
     version = int(gdal.VersionInfo("VERSION_NUM"))
-    assert score_layers.zarr_format_for_layers() == (2 if version < 3100000 else 3)
+    assert layer_sources.zarr_format_for_layers() == (2 if version < 3110000 else 3)
 
 
 @pytest.mark.parametrize("results_group", ["", "Processing results"])
