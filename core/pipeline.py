@@ -3,7 +3,8 @@
 Blocks follow the store's chunk edges, so each reads whole chunks once: all years and bands
 of its pixels. Scored blocks are regrouped into 256 x 256 output tiles (the output grid starts
 at the window's corner, not at a chunk edge) and each tile is written by exactly one task.
-Memory stays at a few blocks per worker thread, whatever the window's size.
+A block is freed as soon as its parts are copied out, so memory holds a few blocks per worker
+thread and one row of output tiles' parts: it grows with the window's width, not its area.
 """
 
 from __future__ import annotations
