@@ -1,7 +1,10 @@
 """Run dask tasks with progress and cancel, on local threads or a dask.distributed cluster.
 
-Cancel is checked before each task starts (local) or a few times a second (distributed); tasks
-already running finish before the call returns, so the caller can clean up their output safely.
+Cancel is checked before each task starts (local) or a few times a second (distributed). On
+local threads the tasks already running finish before the call returns, so the caller can
+clean up their output safely. On a cluster, cancelled futures report cancelled at once while a
+worker may still be finishing a task; its late write lands in the run's hidden folder, which
+the caller has already discarded (a stray partial folder, never an output that looks complete).
 """
 
 from __future__ import annotations
@@ -83,7 +86,6 @@ def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
                 return client.gather(futures)  # raises the first task error
             if cancel():
                 client.cancel(futures)
-                _wait_until_stopped(futures)
                 raise CancelledError("Cancelled: the output was removed.")
             if any(f.status == "error" for f in futures):
                 client.cancel(futures)
@@ -92,9 +94,3 @@ def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
     finally:
         if own_client:
             client.close()
-
-
-def _wait_until_stopped(futures, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(f.done() or f.cancelled() for f in futures):
-        time.sleep(POLL_SECONDS)
