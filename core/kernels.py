@@ -118,14 +118,14 @@ def _copy_strip(block, y0, rows, width, strip):
     """
     T, B, H, W = block.shape
     flat = block.reshape(-1)
-    full = W - W % LANES
+    full = W - W % simd.MOVE
     for t in range(T):
         for b in range(B):
             # A plane's rows y0.. are one run of rows x W values: read in order.
             for r in range(rows):
                 source = ((t * B + b) * H + y0 + r) * W
                 target = ((r * T + t) * B + b) * width
-                for x in range(0, full, LANES):
+                for x in range(0, full, simd.MOVE):
                     simd.move(flat, source + x, strip, target + x)
                 for x in range(full, W):
                     strip[target + x] = flat[source + x]
@@ -179,10 +179,19 @@ def _pair_sums(vectors, padded, n_bands, differences, sums):
 
     Years go in 3 x 3 blocks whose nine accumulators stay in registers while the bands
     stream past, so each loaded vector feeds three products; `padded` is a multiple of 3
-    (padding years are zeros). Only blocks on or above the diagonal are computed.
+    (padding years are zeros). Only pairs on or above the diagonal are computed.
     """
+    if differences:  # a constant in each copy: no branch left in the band loop
+        _pair_block_sums(vectors, padded, n_bands, True, sums)
+    else:
+        _pair_block_sums(vectors, padded, n_bands, False, sums)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair_block_sums(vectors, padded, n_bands, differences, sums):
     for i0 in range(0, padded, 3):
-        for j0 in range(i0, padded, 3):
+        _diagonal_block_sums(vectors, i0, padded, n_bands, differences, sums)
+        for j0 in range(i0 + 3, padded, 3):
             s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = simd.splat(0.0)
             for b in range(n_bands):
                 i_0 = simd.load(vectors, (i0 * n_bands + b) * LANES)
@@ -191,41 +200,47 @@ def _pair_sums(vectors, padded, n_bands, differences, sums):
                 j_0 = simd.load(vectors, (j0 * n_bands + b) * LANES)
                 j_1 = simd.load(vectors, ((j0 + 1) * n_bands + b) * LANES)
                 j_2 = simd.load(vectors, ((j0 + 2) * n_bands + b) * LANES)
-                if differences:
-                    s00 = _squared_difference(i_0, j_0, s00)
-                    s01 = _squared_difference(i_0, j_1, s01)
-                    s02 = _squared_difference(i_0, j_2, s02)
-                    s10 = _squared_difference(i_1, j_0, s10)
-                    s11 = _squared_difference(i_1, j_1, s11)
-                    s12 = _squared_difference(i_1, j_2, s12)
-                    s20 = _squared_difference(i_2, j_0, s20)
-                    s21 = _squared_difference(i_2, j_1, s21)
-                    s22 = _squared_difference(i_2, j_2, s22)
-                else:
-                    s00, s01, s02 = (
-                        simd.fma(i_0, j_0, s00),
-                        simd.fma(i_0, j_1, s01),
-                        simd.fma(i_0, j_2, s02),
-                    )
-                    s10, s11, s12 = (
-                        simd.fma(i_1, j_0, s10),
-                        simd.fma(i_1, j_1, s11),
-                        simd.fma(i_1, j_2, s12),
-                    )
-                    s20, s21, s22 = (
-                        simd.fma(i_2, j_0, s20),
-                        simd.fma(i_2, j_1, s21),
-                        simd.fma(i_2, j_2, s22),
-                    )
+                s00 = _pair_term(i_0, j_0, s00, differences)
+                s01 = _pair_term(i_0, j_1, s01, differences)
+                s02 = _pair_term(i_0, j_2, s02, differences)
+                s10 = _pair_term(i_1, j_0, s10, differences)
+                s11 = _pair_term(i_1, j_1, s11, differences)
+                s12 = _pair_term(i_1, j_2, s12, differences)
+                s20 = _pair_term(i_2, j_0, s20, differences)
+                s21 = _pair_term(i_2, j_1, s21, differences)
+                s22 = _pair_term(i_2, j_2, s22, differences)
             _store_row(sums, i0, j0, padded, s00, s01, s02)
             _store_row(sums, i0 + 1, j0, padded, s10, s11, s12)
             _store_row(sums, i0 + 2, j0, padded, s20, s21, s22)
 
 
-@njit(cache=True, nogil=True)
-def _squared_difference(a, b, total):
-    difference = simd.sub(a, b)
-    return simd.fma(difference, difference, total)
+@njit(cache=True, nogil=True, inline="always")
+def _diagonal_block_sums(vectors, i0, padded, n_bands, differences, sums):
+    """The 3 x 3 block of years i0..i0 + 2 with themselves: 6 pairs (3 for differences)."""
+    s00 = s01 = s02 = s11 = s12 = s22 = simd.splat(0.0)
+    for b in range(n_bands):
+        x_0 = simd.load(vectors, (i0 * n_bands + b) * LANES)
+        x_1 = simd.load(vectors, ((i0 + 1) * n_bands + b) * LANES)
+        x_2 = simd.load(vectors, ((i0 + 2) * n_bands + b) * LANES)
+        s01 = _pair_term(x_0, x_1, s01, differences)
+        s02 = _pair_term(x_0, x_2, s02, differences)
+        s12 = _pair_term(x_1, x_2, s12, differences)
+        if not differences:  # |x_i - x_i|^2 is 0
+            s00 = simd.fma(x_0, x_0, s00)
+            s11 = simd.fma(x_1, x_1, s11)
+            s22 = simd.fma(x_2, x_2, s22)
+    _store_row(sums, i0, i0, padded, s00, s01, s02)
+    _store_row(sums, i0 + 1, i0, padded, s01, s11, s12)
+    _store_row(sums, i0 + 2, i0, padded, s02, s12, s22)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair_term(a, b, total, differences):
+    """total + a * b, or total + (a - b)^2."""
+    if differences:
+        a = simd.sub(a, b)
+        b = a
+    return simd.fma(a, b, total)
 
 
 @njit(cache=True, nogil=True)

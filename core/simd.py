@@ -15,6 +15,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 8
+MOVE = 4 * LANES  # elements simd.move copies
 _FLOAT = ir.FloatType()
 _VECTOR = ir.VectorType(_FLOAT, LANES)
 _MASK = ir.VectorType(ir.IntType(1), LANES)
@@ -94,7 +95,10 @@ def store(typingctx, array, index, vector):
 
 @intrinsic
 def move(typingctx, source, source_index, target, target_index):
-    """target.flat[t:t + 8] = source.flat[s:s + 8], both of the same dtype, unconverted."""
+    """target.flat[t:t + 32] = source.flat[s:s + 32], both of the same dtype, unconverted.
+
+    Four vectors' worth: a plain copy moves whole registers (32 bytes of int8) at a time.
+    """
     _check_array(source)
     _check_array(target)
     if source.dtype != target.dtype:
@@ -103,7 +107,7 @@ def move(typingctx, source, source_index, target, target_index):
     def codegen(context, builder, sig, args):
         src = _element_pointer(context, builder, sig.args[0], args[0], args[1])
         dst = _element_pointer(context, builder, sig.args[2], args[2], args[3])
-        vector_type = ir.VectorType(src.type.pointee, LANES).as_pointer()
+        vector_type = ir.VectorType(src.type.pointee, MOVE).as_pointer()
         value = builder.load(builder.bitcast(src, vector_type), align=1)
         builder.store(value, builder.bitcast(dst, vector_type), align=1)
         return context.get_dummy_value()
