@@ -15,7 +15,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 8
-MOVE = 4 * LANES  # elements simd.move copies
+MOVE = 4 * LANES  # elements a plain copy moves at once (32 bytes of int8)
 _FLOAT = ir.FloatType()
 _VECTOR = ir.VectorType(_FLOAT, LANES)
 _MASK = ir.VectorType(ir.IntType(1), LANES)
@@ -93,26 +93,30 @@ def store(typingctx, array, index, vector):
     return types.none(array, index, vector), codegen
 
 
-@intrinsic
-def move(typingctx, source, source_index, target, target_index):
-    """target.flat[t:t + 32] = source.flat[s:s + 32], both of the same dtype, unconverted.
+def _copy(width):
+    @intrinsic
+    def copy(typingctx, source, source_index, target, target_index):
+        _check_array(source)
+        _check_array(target)
+        if source.dtype != target.dtype:
+            raise TypeError("simd copies move values between arrays of one dtype")
 
-    Four vectors' worth: a plain copy moves whole registers (32 bytes of int8) at a time.
-    """
-    _check_array(source)
-    _check_array(target)
-    if source.dtype != target.dtype:
-        raise TypeError("simd.move copies between arrays of one dtype")
+        def codegen(context, builder, sig, args):
+            src = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            dst = _element_pointer(context, builder, sig.args[2], args[2], args[3])
+            vector_type = ir.VectorType(src.type.pointee, width).as_pointer()
+            value = builder.load(builder.bitcast(src, vector_type), align=1)
+            builder.store(value, builder.bitcast(dst, vector_type), align=1)
+            return context.get_dummy_value()
 
-    def codegen(context, builder, sig, args):
-        src = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        dst = _element_pointer(context, builder, sig.args[2], args[2], args[3])
-        vector_type = ir.VectorType(src.type.pointee, MOVE).as_pointer()
-        value = builder.load(builder.bitcast(src, vector_type), align=1)
-        builder.store(value, builder.bitcast(dst, vector_type), align=1)
-        return context.get_dummy_value()
+        return types.none(source, source_index, target, target_index), codegen
 
-    return types.none(source, source_index, target, target_index), codegen
+    return copy
+
+
+# move(source, s, target, t): target.flat[t:t + MOVE] = source.flat[s:s + MOVE], one dtype,
+# unconverted: one load and one store of a whole register's worth of int8.
+move = _copy(MOVE)
 
 
 @intrinsic
