@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import numcodecs
 import numpy as np
@@ -126,6 +127,21 @@ def write_chunks(array: zarr.Array, tile: np.ndarray, y0: int, x0: int) -> bool:
                 continue
             padded[:h, :w] = part
             path = folder / array.metadata.encode_chunk_key((t, b, y, x))
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders_below(folder, path.parent)
             path.write_bytes(padded.data)
     return True
+
+
+def _make_folders_below(folder: Path, directory: Path) -> None:
+    """Create `directory` and its parents up to, never including, the array's `folder`.
+
+    If the run's folder was discarded meanwhile, this fails instead of creating it again.
+    """
+    missing = []
+    while not directory.is_dir():
+        if directory == folder:
+            raise FileNotFoundError(f"{folder} is gone: the run was discarded")
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)

@@ -21,6 +21,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.sync import sync
 
 from .chunk_files import write_chunks
 from .errors import OutputError
@@ -200,8 +201,16 @@ def _scores_array(url: str, options_json: str) -> zarr.Array:
 
 
 def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: int) -> int:
-    """Write a (time, band, y, x) tile at output pixel (y0, x0); returns the pixels written."""
+    """Write a (time, band, y, x) tile at output pixel (y0, x0); returns the pixels written.
+
+    A run that was cancelled or failed has already discarded its store while a dask worker
+    may still be scoring a tile: that late tile is refused, not written, as writing it would
+    bring the discarded folder (or prefix) back.
+    """
     array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
+    metadata = "zarr.json" if array.metadata.zarr_format == 3 else ".zarray"
+    if not sync(array.store.exists(f"{array.path}/{metadata}")):
+        raise OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
     _, _, h, w = tile.shape
     if not write_chunks(array, tile, y0, x0):
         array[:, :, y0 : y0 + h, x0 : x0 + w] = tile

@@ -3,8 +3,8 @@
 Cancel is checked before each task starts (local) or a few times a second (distributed). On
 local threads the tasks already running finish before the call returns, so the caller can
 clean up their output safely. On a cluster, cancelled futures report cancelled at once while a
-worker may still be finishing a task; its late write lands in the run's hidden folder, which
-the caller has already discarded (a stray partial folder, never an output that looks complete).
+worker may still be finishing a task; output.write_tile refuses such a late tile once the run's
+store is gone, so it cannot bring the discarded folder back.
 """
 
 from __future__ import annotations
