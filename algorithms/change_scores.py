@@ -118,7 +118,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core import compute_change_scores
+        from ..core import compute_change_scores, kernels
         from ..core.errors import EmbeddingChangeError
         from ..core.store import open_embedding_store
 
@@ -146,6 +146,12 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 f"{source.grid.shape[1]} x {source.grid.shape[0]} pixels in "
                 f"{source.grid.crs or 'its own grid'}; extent there: {fmt_bbox(bbox)}"
             )
+            compiled = kernels.warm_up(source.dtype)
+            if compiled > 2:
+                feedback.pushInfo(
+                    f"Compiled the scoring kernel for this machine in {compiled:.0f} s; "
+                    "later runs load it from numba's cache."
+                )
             scores = compute_change_scores(
                 store,
                 output,

@@ -22,6 +22,8 @@ NaN rules (DATA.md; a score is NaN where it has too few valid years to mean anyt
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from numba import njit
 
@@ -94,6 +96,14 @@ def change_scores(
         out,
     )
     return out
+
+
+def warm_up(dtype) -> float:
+    """Compile (first run on a machine) or load from numba's cache the kernel for blocks of
+    `dtype`; returns the seconds it took, so a caller can tell the user why it waited."""
+    started = time.perf_counter()
+    change_scores(np.zeros((3, 1, 1, 1), dtype))
+    return time.perf_counter() - started
 
 
 def robust_time_zscore(scores: np.ndarray) -> np.ndarray:

@@ -404,3 +404,11 @@ def test_robust_time_zscore_keeps_the_shape_of_a_score_cube():
     assert got.shape == (9, 4, 5)
     expected, _ = reference_zscore(scores[:, 2, 3].astype(np.float64))
     np.testing.assert_allclose(got[:, 2, 3], expected, rtol=1e-5)
+
+
+def test_warm_up_compiles_the_kernel_for_the_store_dtype_once():
+    kernels.warm_up(np.int8)
+    compiled = [np.dtype(str(signature[0].dtype)) for signature in kernels._scores_block.signatures]
+    assert np.dtype(np.int8) in compiled
+    kernels.warm_up(np.int8)  # already there: no second compile
+    assert len(kernels._scores_block.signatures) == len(compiled)
