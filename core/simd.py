@@ -134,21 +134,23 @@ def splat(typingctx, value):
     return float32x8(value), codegen
 
 
-def _arithmetic(instruction):
+def _elementwise(instruction, result):
+    """An intrinsic applying the IR builder's `instruction` to two vectors (or masks)."""
+
     @intrinsic
     def operation(typingctx, a, b):
         def codegen(context, builder, sig, args):
             return getattr(builder, instruction)(*args)
 
-        return float32x8(a, b), codegen
+        return result(a, b), codegen
 
     return operation
 
 
-add = _arithmetic("fadd")
-sub = _arithmetic("fsub")
-mul = _arithmetic("fmul")
-div = _arithmetic("fdiv")
+add = _elementwise("fadd", float32x8)
+sub = _elementwise("fsub", float32x8)
+mul = _elementwise("fmul", float32x8)
+div = _elementwise("fdiv", float32x8)
 
 
 def _declare(builder, name, arity):
@@ -211,19 +213,8 @@ def select(typingctx, mask, a, b):
     return float32x8(mask, a, b), codegen
 
 
-def _logic(instruction):
-    @intrinsic
-    def operation(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return getattr(builder, instruction)(*args)
-
-        return mask8(a, b), codegen
-
-    return operation
-
-
-both = _logic("and_")
-either = _logic("or_")
+both = _elementwise("and_", mask8)
+either = _elementwise("or_", mask8)
 
 
 @intrinsic
