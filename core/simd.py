@@ -15,7 +15,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 8
-MOVE = 4 * LANES  # elements a plain copy moves at once (32 bytes of int8)
 _FLOAT = ir.FloatType()
 _VECTOR = ir.VectorType(_FLOAT, LANES)
 _MASK = ir.VectorType(ir.IntType(1), LANES)
@@ -93,30 +92,53 @@ def store(typingctx, array, index, vector):
     return types.none(array, index, vector), codegen
 
 
-def _copy(width):
-    @intrinsic
-    def copy(typingctx, source, source_index, target, target_index):
-        _check_array(source)
-        _check_array(target)
-        if source.dtype != target.dtype:
-            raise TypeError("simd copies move values between arrays of one dtype")
+@intrinsic
+def transpose_pieces(typingctx, source, start, source_step, target, to, target_step):
+    """Four runs of four 8-element pieces, transposed: piece m of source run q (the run at
+    start + q * source_step) goes to target run m (at to + m * target_step), in place q.
 
-        def codegen(context, builder, sig, args):
-            src = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-            dst = _element_pointer(context, builder, sig.args[2], args[2], args[3])
-            vector_type = ir.VectorType(src.type.pointee, width).as_pointer()
-            value = builder.load(builder.bitcast(src, vector_type), align=1)
-            builder.store(value, builder.bitcast(dst, vector_type), align=1)
-            return context.get_dummy_value()
+    One dtype, unconverted; for int8 that is four loads, eight shuffles and four stores.
+    """
+    _check_array(source)
+    _check_array(target)
+    if source.dtype != target.dtype:
+        raise TypeError("simd.transpose_pieces moves values between arrays of one dtype")
 
-        return types.none(source, source_index, target, target_index), codegen
+    def codegen(context, builder, sig, args):
+        source_array, start, source_step, target_array, to, target_step = args
+        element = context.get_data_type(sig.args[0].dtype)
+        piece = ir.IntType(LANES * 8 * context.get_abi_sizeof(element))
+        run = ir.VectorType(piece, 4)
 
-    return copy
+        def run_pointer(array_type, array, first, step, q):
+            index = builder.add(first, builder.mul(step, ir.Constant(step.type, q)))
+            pointer = _element_pointer(context, builder, array_type, array, index)
+            return builder.bitcast(pointer, run.as_pointer())
 
+        a, b, c, d = (
+            builder.load(run_pointer(sig.args[0], source_array, start, source_step, q), align=1)
+            for q in range(4)
+        )
 
-# move(source, s, target, t): target.flat[t:t + MOVE] = source.flat[s:s + MOVE], one dtype,
-# unconverted: one load and one store of a whole register's worth of int8.
-move = _copy(MOVE)
+        def shuffle(x, y, *order):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), 4), list(order))
+            return builder.shuffle_vector(x, y, mask)
+
+        ab_even, ab_odd = shuffle(a, b, 0, 4, 2, 6), shuffle(a, b, 1, 5, 3, 7)
+        cd_even, cd_odd = shuffle(c, d, 0, 4, 2, 6), shuffle(c, d, 1, 5, 3, 7)
+        pieces = (
+            shuffle(ab_even, cd_even, 0, 1, 4, 5),
+            shuffle(ab_odd, cd_odd, 0, 1, 4, 5),
+            shuffle(ab_even, cd_even, 2, 3, 6, 7),
+            shuffle(ab_odd, cd_odd, 2, 3, 6, 7),
+        )
+        for m, value in enumerate(pieces):
+            pointer = run_pointer(sig.args[3], target_array, to, target_step, m)
+            builder.store(value, pointer, align=1)
+        return context.get_dummy_value()
+
+    signature = types.none(source, start, source_step, target, to, target_step)
+    return signature, codegen
 
 
 @intrinsic

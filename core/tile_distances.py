@@ -21,7 +21,6 @@ COSINE_NOISE_FLOOR = 1e-6
 def load_tile(
     strip,
     offset,
-    stride,
     n_years,
     n_bands,
     signed_square,
@@ -33,6 +32,9 @@ def load_tile(
 ):
     """A tile's (year, band) vectors as float32, and valid: 1.0 where the year has data.
 
+    The tile's values are strip[offset:], eight pixels of (year, band) after eight of the
+    (year, band) before.
+
     No data is marked in every band at once (DATA.md), so the first band tells; a year with
     no data keeps whatever values it has, every distance to it is masked later.
     signed_square: value = sign(q) * (q / 127.5)^2 = q * |q| * scale, scale = 1 / 127.5^2,
@@ -40,13 +42,13 @@ def load_tile(
     """
     zero = simd.splat(0.0)
     for t in range(n_years):
-        first = simd.load(strip, offset + t * n_bands * stride)
+        first = simd.load(strip, offset + t * n_bands * LANES)
         present = simd.negate(simd.is_nan(first, first))
         if has_nodata:
             present = simd.both(present, simd.negate(simd.equal(first, simd.splat(nodata))))
         simd.store(valid, t * LANES, simd.select(present, simd.splat(1.0), zero))
         for b in range(n_bands):
-            value = simd.load(strip, offset + (t * n_bands + b) * stride)
+            value = simd.load(strip, offset + (t * n_bands + b) * LANES)
             if signed_square:
                 value = simd.mul(value, simd.absolute(value))
                 if scale != 1.0:

@@ -253,6 +253,25 @@ def test_wide_and_tall_blocks_match_reference_across_tiles_and_strips():
                 assert_scores_close(got[:, 1, y, x], expected["loo_medoid"], acceptable)
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_other_store_dtypes_match_reference_across_tile_groups_and_odd_plane_counts(dtype):
+    # The strip copy transposes four planes by four tiles (32 pixels) at a time: widths past
+    # a group with a remainder, and 9 x 3 = 27 planes (not a multiple of four) take its tails.
+    rng = np.random.default_rng(31)
+    for bands, width in ((3, 70), (64, 37)):
+        if np.dtype(dtype).kind == "f":
+            block = rng.normal(size=(9, bands, 3, width)).astype(dtype)
+            block[4, :, 1, ::3] = np.nan
+        else:
+            block = rng.integers(0, 100, (9, bands, 3, width)).astype(dtype)
+        block[6, :, 2, ::4] = block[1, :, 2, ::4]
+        for metric in kernels.METRICS:
+            got = kernels.change_scores(block, metric=metric, robust_zscore=False)
+            for (y, x), expected, acceptable in pixel_reference(block, False, None, metric):
+                assert_scores_close(got[:, 0, y, x], expected["difference"])
+                assert_scores_close(got[:, 1, y, x], expected["loo_medoid"], acceptable)
+
+
 # --- the NaN rules and ties, case by case -----------------------------------------------
 
 

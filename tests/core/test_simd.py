@@ -83,13 +83,19 @@ def test_loads_convert_each_dtype_to_float32_from_any_offset(dtype):
 
 
 @njit
-def _move(source, offset, target):
-    simd.move(source, offset, target, 3)
+def _transpose(source, start, source_step, target, to, target_step):
+    simd.transpose_pieces(source, start, source_step, target, to, target_step)
 
 
-def test_move_copies_a_whole_register_unconverted():
-    source = np.arange(-100, 100, dtype=np.int8)
-    target = np.zeros(100, np.int8)
-    _move(source, 7, target)
-    np.testing.assert_array_equal(target[3 : 3 + simd.MOVE], source[7 : 7 + simd.MOVE])
-    assert not target[:3].any() and not target[3 + simd.MOVE :].any()
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.float32, np.float64])
+def test_transpose_pieces_moves_piece_m_of_run_q_to_place_q_of_run_m(dtype):
+    run = 4 * LANES
+    source = np.arange(3 + 3 * 50 + run, dtype=np.int64).astype(dtype)  # runs 50 apart, unaligned
+    target = np.zeros(5 + 3 * 40 + run, dtype)
+    _transpose(source, 3, 50, target, 5, 40)
+    expected = np.zeros_like(target)
+    for q in range(4):
+        for m in range(4):
+            piece = source[3 + q * 50 + m * LANES :][:LANES]
+            expected[5 + m * 40 + q * LANES :][:LANES] = piece
+    np.testing.assert_array_equal(target, expected)  # and nothing outside the four target runs
