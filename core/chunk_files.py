@@ -9,6 +9,7 @@ per chunk; a temporary file and a rename per written chunk).
 
 from __future__ import annotations
 
+import mmap
 import sys
 import threading
 from pathlib import Path
@@ -86,15 +87,19 @@ def read_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndarray) -
         for i, year in enumerate(years):
             path = folder / array.metadata.encode_chunk_key((year, 0, y, x))
             try:
-                encoded = path.read_bytes()
+                file = path.open("rb", buffering=0)
             except FileNotFoundError:
                 out[i] = array.fill_value
                 continue
-            if whole:
-                _ZSTD.decode(encoded, out=out[i])
-            else:
-                _ZSTD.decode(encoded, out=chunk)
-                out[i] = chunk[:, rows, cols]
+            # Decoded from the page cache where it lies: reading the file into a new bytes
+            # object first cost a quarter as much CPU again as decoding it. (zarr replaces a
+            # chunk file by renaming a new one over it, which leaves this mapping intact.)
+            with file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as encoded:
+                if whole:
+                    _ZSTD.decode(encoded, out=out[i])
+                else:
+                    _ZSTD.decode(encoded, out=chunk)
+                    out[i] = chunk[:, rows, cols]
     except Exception:  # e.g. a chunk that is not what the metadata says: let zarr say so
         return False
     return True
