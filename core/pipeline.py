@@ -9,6 +9,7 @@ thread and one row of output tiles' parts: it grows with the window's width, not
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .chunk_files import read_chunks, reused_buffer
 from .errors import ParameterError
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
 from .quantisation import SIGNED_SQUARE
-from .scheduling import run_tasks
+from .scheduling import run_tasks, runs_locally
 from .store import EmbeddingStore, cached_embedding_store, open_embedding_store
 from .window import PixelWindow, blocks, pixel_window
 
@@ -87,16 +88,22 @@ def compute_change_scores(
     labels = kernels.score_labels(methods, metric, robust_zscore)
     chosen_years = [int(source.times[i]) for i in year_indices]
     attrs = run_attributes(source, window, chosen_years, methods, metric, robust_zscore)
+    create = functools.partial(
+        create_scores_store,
+        target,
+        source.grid.subset(window.row0, window.row1, window.col0, window.col1),
+        chosen_years,
+        labels,
+        attrs,
+        zarr_format,
+    )
     try:
-        create_scores_store(
-            target,
-            source.grid.subset(window.row0, window.row1, window.col0, window.col1),
-            chosen_years,
-            labels,
-            attrs,
-            zarr_format,
-        )
-        writes = tile_writes(job, source, window, len(labels), target)
+        if not runs_locally(scheduler):
+            # Created before any task: a cluster worker still creating it after a cancel had
+            # discarded the run would bring the store back, and with it late tiles.
+            create()
+            create = None
+        writes = tile_writes(job, source, window, len(labels), target, create)
         run_tasks(writes, progress=progress, cancel=cancel, scheduler=scheduler)
         target.finish()
     except BaseException:
@@ -168,17 +175,24 @@ def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     )
 
 
-def tile_writes(job, source, window, n_scores, target) -> list:
+def tile_writes(job, source, window, n_scores, target, create=None) -> list:
     """Delayed writes, one per output tile, each from its parts of up to 2 x 2 scored blocks.
 
     Parts are copied out of a block as soon as it is scored, so the block itself is freed at
     once and only the parts still waiting for their tile stay in memory. A plain graph:
     dask.array's rechunk took ~40 s to build for a state-sized window, this ~3 s.
+    `create` (creating the output store), if given, becomes a task of its own that every
+    write waits for and the first blocks are scored alongside: it takes ~0.1 s, a tenth of
+    a canvas-sized run.
     """
     chunk = (source.chunks[2], source.chunks[3])
     token = dask.base.tokenize(job, window, target.url)
     name = f"change-scores-{token}"
     graph = {(name, b.row0, b.col0): (score_block, job, b) for b in blocks(window, chunk)}
+    created = None
+    if create is not None:
+        created = f"create-output-{token}"
+        graph[created] = (create,)
     writes = []
     for y0 in range(0, window.shape[0], OUTPUT_CHUNK):
         for x0 in range(0, window.shape[1], OUTPUT_CHUNK):
@@ -202,6 +216,7 @@ def tile_writes(job, source, window, n_scores, target) -> list:
                 target.storage_options,
                 y0,
                 x0,
+                created,
             )
             writes.append(key)
     layers = HighLevelGraph.from_collections(name, graph, dependencies=())
@@ -227,8 +242,12 @@ def _copy_part(scores: np.ndarray, block: PixelWindow, part: PixelWindow) -> np.
     return scores[:, :, rows, cols].copy()
 
 
-def write_tile_parts(tile, scored, parts, url, storage_options, y0, x0) -> int:
-    """Assemble a tile from its scored parts and write it at output pixel (y0, x0)."""
+def write_tile_parts(tile, scored, parts, url, storage_options, y0, x0, created=None) -> int:
+    """Assemble a tile from its scored parts and write it at output pixel (y0, x0).
+
+    `created` is the result of the task creating the output, if any: it only orders the write
+    after that task.
+    """
     if len(parts) == 1:
         return write_tile(scored[0], url, storage_options, y0, x0)
     first = scored[0]

@@ -20,6 +20,8 @@ from dask.callbacks import Callback
 from .errors import CancelledError, ParameterError
 
 POLL_SECONDS = 0.2
+THREADS = ("threads", "threading")
+SINGLE_THREAD = ("sync", "synchronous", "single-threaded")
 
 
 def run_tasks(
@@ -34,11 +36,16 @@ def run_tasks(
     cancel = cancel or (lambda: False)
     if cancel():
         raise CancelledError("Cancelled before the run started.")
-    if scheduler is None or scheduler in ("threads", "threading"):
-        return _run_on_threads(tasks, progress, cancel)
-    if scheduler in ("sync", "synchronous", "single-threaded"):
+    if scheduler in SINGLE_THREAD:
         return _run_on_threads(tasks, progress, cancel, workers=1)
+    if runs_locally(scheduler):
+        return _run_on_threads(tasks, progress, cancel)
     return _run_on_cluster(tasks, progress, cancel, scheduler)
+
+
+def runs_locally(scheduler) -> bool:
+    """Whether run_tasks runs on this process's threads (else on a dask.distributed cluster)."""
+    return scheduler is None or scheduler in THREADS or scheduler in SINGLE_THREAD
 
 
 def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list:
