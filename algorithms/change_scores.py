@@ -146,7 +146,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 f"{source.grid.shape[1]} x {source.grid.shape[0]} pixels in "
                 f"{source.grid.crs or 'its own grid'}; extent there: {fmt_bbox(bbox)}"
             )
-            compiled = kernels.warm_up(source.dtype)
+            compiled = kernels.warm_up(source.dtype, len(set(years or source.times)))
             if compiled > 2:
                 feedback.pushInfo(
                     f"Compiled the scoring kernel for this machine in {compiled:.0f} s; "

@@ -73,8 +73,7 @@ def change_scores(
         raise ParameterError(f"A block is (time, band, y, x); got shape {block.shape}.")
     block = np.ascontiguousarray(block)
     out = np.empty((block.shape[0], len(methods), block.shape[2], block.shape[3]), np.float32)
-    _scores_block(
-        block,
+    options = (
         signed_square and metric != "cosine",
         nodata if nodata is not None else 0,
         nodata is not None,
@@ -82,16 +81,17 @@ def change_scores(
         methods.index("difference") if "difference" in methods else -1,
         methods.index("loo_medoid") if "loo_medoid" in methods else -1,
         robust_zscore,
-        out,
     )
+    _YEAR_COPIES.get(block.shape[0], _any_years)(block, options, out)
     return out
 
 
-def warm_up(dtype) -> float:
+def warm_up(dtype, n_years: int = 9) -> float:
     """Compile (first run on a machine) or load from numba's cache the kernel for blocks of
-    `dtype`; returns the seconds it took, so a caller can tell the user why it waited."""
+    `dtype` and `n_years` years; returns the seconds it took, so a caller can tell the user
+    why it waited."""
     started = time.perf_counter()
-    change_scores(np.zeros((3, 1, 1, 1), dtype))
+    change_scores(np.zeros((n_years, 1, 1, 1), dtype))
     return time.perf_counter() - started
 
 
@@ -220,18 +220,9 @@ def _score_tile(
             simd.store(row, (score * n_years + t) * width + x0, simd.load(result, t * LANES))
 
 
-@njit(cache=True, nogil=True)
-def _scores_block(
-    block,
-    signed_square,
-    nodata,
-    has_nodata,
-    cosine,
-    difference_index,
-    loo_index,
-    robust_zscore,
-    out,
-):
+@njit(cache=True, nogil=True, inline="always")
+def _scores_block(block, n_years, options, out):
+    """The scores of `block` into `out`; n_years is block.shape[0], a constant in each copy."""
     T, B, H, W = block.shape
     tiles = (W + LANES - 1) // LANES
     padded = (T + 2) // 3 * 3  # pair_sums works on 3 x 3 year blocks; padding years are zeros
@@ -250,31 +241,32 @@ def _scores_block(
     # (year, score) planes lie a power of two apart, every store would miss the cache.
     width = tiles * LANES + LANES  # not a power of two either
     row = np.empty(out.shape[1] * T * width, np.float32)
-    options = (
-        signed_square,
-        nodata,
-        has_nodata,
-        cosine,
-        difference_index,
-        loo_index,
-        robust_zscore,
-    )
     for y0 in range(0, H, STRIP_ROWS):
         rows = min(STRIP_ROWS, H - y0)
         _copy_strip(block, y0, rows, tiles, strip)
         for r in range(rows):
             for tile in range(tiles):
                 offset = (r * tiles + tile) * T * B * LANES
-                # A year count known at compile time lets LLVM unroll the year loops and keep
-                # a tile's series in registers (~2x faster). Each copy costs ~5 s of compiling
-                # on first use: the mosaic's 9 years (10 next year) and 8 get one.
                 x0 = tile * LANES
-                if T == 9:
-                    _score_tile(strip, offset, width, 9, B, options, scratch, row, x0)
-                elif T == 10:
-                    _score_tile(strip, offset, width, 10, B, options, scratch, row, x0)
-                elif T == 8:
-                    _score_tile(strip, offset, width, 8, B, options, scratch, row, x0)
-                else:
-                    _score_tile(strip, offset, width, T, B, options, scratch, row, x0)
+                _score_tile(strip, offset, width, n_years, B, options, scratch, row, x0)
             _copy_row(row, T, width, out, y0 + r)
+
+
+def _year_copy(n_years: int):
+    """The kernel compiled for blocks of `n_years` years (0: any count).
+
+    A year count known at compile time lets LLVM unroll the year loops and keep a tile's
+    series in registers (~2x faster). Each copy is compiled on first use only (~7 s for
+    int8 blocks), then loaded from numba's cache.
+    """
+
+    @njit(cache=True, nogil=True)
+    def scores_block(block, options, out):
+        _scores_block(block, n_years if n_years else block.shape[0], options, out)
+
+    return scores_block
+
+
+# The mosaic's 9 years (10 next year) and 8 get a copy of their own.
+_YEAR_COPIES = {n_years: _year_copy(n_years) for n_years in (8, 9, 10)}
+_any_years = _year_copy(0)

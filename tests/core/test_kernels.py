@@ -425,9 +425,10 @@ def test_robust_time_zscore_keeps_the_shape_of_a_score_cube():
     np.testing.assert_allclose(got[:, 2, 3], expected, rtol=1e-5)
 
 
-def test_warm_up_compiles_the_kernel_for_the_store_dtype_once():
-    kernels.warm_up(np.int8)
-    compiled = [np.dtype(str(signature[0].dtype)) for signature in kernels._scores_block.signatures]
+def test_warm_up_compiles_the_kernel_for_the_store_dtype_and_year_count_once():
+    nine_years = kernels._YEAR_COPIES[9]
+    kernels.warm_up(np.int8, 9)
+    compiled = [np.dtype(str(signature[0].dtype)) for signature in nine_years.signatures]
     assert np.dtype(np.int8) in compiled
-    kernels.warm_up(np.int8)  # already there: no second compile
-    assert len(kernels._scores_block.signatures) == len(compiled)
+    kernels.warm_up(np.int8, 9)  # already there: no second compile
+    assert len(nine_years.signatures) == len(compiled)
