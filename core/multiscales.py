@@ -13,6 +13,7 @@ sibling folder and renames it at the end, so a failed or cancelled run leaves no
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import dask
@@ -91,16 +92,30 @@ def _crs_wkt(store: EmbeddingStore) -> str | None:
     if store.attrs.get("proj:wkt2"):
         return store.attrs["proj:wkt2"]
     crs = store.grid.crs or (store.array.attrs.get("_CRS") or {}).get("wkt")
-    if not crs:
-        return None
+    return wkt2(crs) if crs else None
+
+
+def wkt2(crs: str) -> str | None:
+    """A CRS (code, WKT, PROJ string) as WKT2 by GDAL; None without GDAL or if GDAL cannot read it.
+
+    GDAL says it cannot read one by a return code or, where exceptions are on (QGIS may turn
+    them on, GDAL 4 will by default), a RuntimeError: both are handled. GDAL >= 3.7 gets
+    exceptions for this call only, which also spares the FutureWarning GDAL 3.10 prints when
+    neither mode was chosen; the process-wide setting stays QGIS's.
+    """
     try:
         from osgeo import osr
     except ImportError:  # no GDAL: proj:code alone still names the CRS
         return None
-    srs = osr.SpatialReference()
-    if srs.SetFromUserInput(crs) != 0:
+    scope = osr.ExceptionMgr() if hasattr(osr, "ExceptionMgr") else contextlib.nullcontext()
+    try:
+        with scope:
+            srs = osr.SpatialReference()
+            if srs.SetFromUserInput(crs) != 0:
+                return None
+            return srs.ExportToWkt(["FORMAT=WKT2_2019"])
+    except RuntimeError:
         return None
-    return srs.ExportToWkt(["FORMAT=WKT2_2019"])
 
 
 def _create_level(target, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_format):
