@@ -77,12 +77,8 @@ def _pair_block_sums(vectors, padded, n_bands, differences, sums):
         for j0 in range(i0 + 3, padded, 3):
             s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = simd.splat(0.0)
             for b in range(n_bands):
-                i_0 = simd.load(vectors, (i0 * n_bands + b) * LANES)
-                i_1 = simd.load(vectors, ((i0 + 1) * n_bands + b) * LANES)
-                i_2 = simd.load(vectors, ((i0 + 2) * n_bands + b) * LANES)
-                j_0 = simd.load(vectors, (j0 * n_bands + b) * LANES)
-                j_1 = simd.load(vectors, ((j0 + 1) * n_bands + b) * LANES)
-                j_2 = simd.load(vectors, ((j0 + 2) * n_bands + b) * LANES)
+                i_0, i_1, i_2 = _three_years(vectors, i0, n_bands, b)
+                j_0, j_1, j_2 = _three_years(vectors, j0, n_bands, b)
                 s00 = _pair_term(i_0, j_0, s00, differences)
                 s01 = _pair_term(i_0, j_1, s01, differences)
                 s02 = _pair_term(i_0, j_2, s02, differences)
@@ -102,9 +98,7 @@ def _diagonal_block_sums(vectors, i0, padded, n_bands, differences, sums):
     """The 3 x 3 block of years i0..i0 + 2 with themselves: 6 pairs (3 for differences)."""
     s00 = s01 = s02 = s11 = s12 = s22 = simd.splat(0.0)
     for b in range(n_bands):
-        x_0 = simd.load(vectors, (i0 * n_bands + b) * LANES)
-        x_1 = simd.load(vectors, ((i0 + 1) * n_bands + b) * LANES)
-        x_2 = simd.load(vectors, ((i0 + 2) * n_bands + b) * LANES)
+        x_0, x_1, x_2 = _three_years(vectors, i0, n_bands, b)
         s01 = _pair_term(x_0, x_1, s01, differences)
         s02 = _pair_term(x_0, x_2, s02, differences)
         s12 = _pair_term(x_1, x_2, s12, differences)
@@ -115,6 +109,16 @@ def _diagonal_block_sums(vectors, i0, padded, n_bands, differences, sums):
     _store_row(sums, i0, i0, padded, s00, s01, s02)
     _store_row(sums, i0 + 1, i0, padded, s01, s11, s12)
     _store_row(sums, i0 + 2, i0, padded, s02, s12, s22)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _three_years(vectors, first, n_bands, b):
+    """Band b's vectors of years first, first + 1, first + 2."""
+    return (
+        simd.load(vectors, (first * n_bands + b) * LANES),
+        simd.load(vectors, ((first + 1) * n_bands + b) * LANES),
+        simd.load(vectors, ((first + 2) * n_bands + b) * LANES),
+    )
 
 
 @njit(cache=True, nogil=True, inline="always")
