@@ -17,6 +17,7 @@ import zarr
 from osgeo import osr
 from qgis.core import QgsProcessingContext, QgsProject
 
+from ..core.grid import spatial_reference
 from . import score_layers
 from .layer_sources import safe_file_name, vrt_folder
 
@@ -88,10 +89,8 @@ def _slice_vrt(pyramid, variable, levels, t, b, srs_xml, data_type, chunks) -> s
 
 def _srs_element(crs: str | None) -> str:
     """The CRS in x/y (lon/lat) axis order: GDAL's Zarr slices otherwise swap it (PLATFORM.md)."""
-    if not crs:
-        return ""
-    srs = osr.SpatialReference()
-    if srs.SetFromUserInput(crs) != 0:
+    srs = spatial_reference(crs) if crs else None
+    if srs is None:
         return ""
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     mapping = ",".join(str(axis) for axis in srs.GetDataAxisToSRSAxisMapping())

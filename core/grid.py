@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,3 +78,25 @@ class Grid:
         if self.crs:
             attrs = proj.insert(attrs, {"proj:code": self.crs})
         return attrs
+
+
+def spatial_reference(crs: str):
+    """GDAL's osr.SpatialReference for a CRS (code, WKT, PROJ string); None without GDAL or if
+    GDAL cannot read it.
+
+    GDAL says it cannot read one by a return code or, where exceptions are on (QGIS may turn
+    them on, GDAL 4 will by default), a RuntimeError: both are handled. GDAL >= 3.7 gets
+    exceptions for this reading only, which also spares the FutureWarning GDAL 3.10 prints when
+    a SpatialReference is made with neither mode chosen; the process-wide setting is left alone.
+    """
+    try:
+        from osgeo import osr
+    except ImportError:
+        return None
+    scope = osr.ExceptionMgr() if hasattr(osr, "ExceptionMgr") else contextlib.nullcontext()
+    try:
+        with scope:
+            srs = osr.SpatialReference()
+            return srs if srs.SetFromUserInput(crs) == 0 else None
+    except RuntimeError:
+        return None

@@ -13,7 +13,6 @@ sibling folder and renames it at the end, so a failed or cancelled run leaves no
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import dask
@@ -23,7 +22,7 @@ import zarr
 import zarr_cm
 
 from .errors import ParameterError
-from .grid import Grid
+from .grid import Grid, spatial_reference
 from .output import OutputTarget, create_empty_cube, crs_attribute
 from .pyramid_levels import RESAMPLING_METHODS, halve, level_grid, level_shapes
 from .scheduling import run_tasks
@@ -88,34 +87,13 @@ def build_multiscales(
 
 
 def _crs_wkt(store: EmbeddingStore) -> str | None:
-    """The CRS as WKT2: the source's proj:wkt2, else its code or GDAL _CRS WKT made WKT2 by GDAL."""
+    """The CRS as WKT2: the source's proj:wkt2, else its code or GDAL _CRS WKT made WKT2 by GDAL
+    (without GDAL, proj:code alone still names the CRS)."""
     if store.attrs.get("proj:wkt2"):
         return store.attrs["proj:wkt2"]
     crs = store.grid.crs or (store.array.attrs.get("_CRS") or {}).get("wkt")
-    return wkt2(crs) if crs else None
-
-
-def wkt2(crs: str) -> str | None:
-    """A CRS (code, WKT, PROJ string) as WKT2 by GDAL; None without GDAL or if GDAL cannot read it.
-
-    GDAL says it cannot read one by a return code or, where exceptions are on (QGIS may turn
-    them on, GDAL 4 will by default), a RuntimeError: both are handled. GDAL >= 3.7 gets
-    exceptions for this call only, which also spares the FutureWarning GDAL 3.10 prints when
-    neither mode was chosen; the process-wide setting stays QGIS's.
-    """
-    try:
-        from osgeo import osr
-    except ImportError:  # no GDAL: proj:code alone still names the CRS
-        return None
-    scope = osr.ExceptionMgr() if hasattr(osr, "ExceptionMgr") else contextlib.nullcontext()
-    try:
-        with scope:
-            srs = osr.SpatialReference()
-            if srs.SetFromUserInput(crs) != 0:
-                return None
-            return srs.ExportToWkt(["FORMAT=WKT2_2019"])
-    except RuntimeError:
-        return None
+    srs = spatial_reference(crs) if crs else None
+    return srs.ExportToWkt(["FORMAT=WKT2_2019"]) if srs else None
 
 
 def _create_level(target, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_format):

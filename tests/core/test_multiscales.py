@@ -16,7 +16,6 @@ from embedding_change.core import (
     ParameterError,
     StoreError,
     build_multiscales,
-    multiscales,
 )
 from embedding_change.core.pyramid_levels import halve
 
@@ -355,17 +354,3 @@ def test_a_dask_cluster_builds_the_same_pyramid_as_threads(source, tmp_path):
             on_cluster[level].ds["scores"].values, threads[level].ds["scores"].values
         )
     assert fractions[-1] == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("exceptions", [False, True])
-def test_wkt2_reads_what_gdal_can_and_gives_none_for_the_rest_in_either_exception_mode(exceptions):
-    osr = pytest.importorskip("osgeo.osr")
-    before = osr.GetUseExceptions()
-    (osr.UseExceptions if exceptions else osr.DontUseExceptions)()
-    try:
-        assert "GEOGCRS" in multiscales.wkt2("EPSG:4326")
-        assert 'ID["EPSG",32613]' in multiscales.wkt2("EPSG:32613")
-        assert multiscales.wkt2("not a CRS") is None
-        assert osr.GetUseExceptions() == exceptions  # the caller's setting is left as it was
-    finally:
-        (osr.UseExceptions if before else osr.DontUseExceptions)()
