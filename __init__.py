@@ -5,7 +5,10 @@ The engine lives in `core` (pure Python, no QGIS); QGIS loads the plugin through
 
 
 def classFactory(iface):  # noqa: N802 (QGIS's name)
-    """Called by QGIS to load the plugin."""
+    """Called by QGIS to load the plugin: first the dependencies' folder onto sys.path."""
+    from .provider.dependency_check import load_dependencies
+
+    load_dependencies()
     from .provider.plugin import EmbeddingChangePlugin
 
     return EmbeddingChangePlugin(iface)

@@ -70,6 +70,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):
+        self.require_dependencies()
         from ..core import build_multiscales
         from ..core.errors import EmbeddingChangeError
 

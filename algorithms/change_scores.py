@@ -118,6 +118,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):
+        self.require_dependencies()
         from ..core import compute_change_scores, kernels
         from ..core.errors import EmbeddingChangeError
         from ..core.store import open_embedding_store

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm
+from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException
+from qgis.PyQt.QtGui import QIcon
+
+from ..resources import ICON
 
 
 class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
@@ -15,13 +18,20 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def icon(self):
-        from ..provider.provider import EmbeddingChangeProvider
-
-        return EmbeddingChangeProvider().icon()
+        return QIcon(str(ICON))
 
     def flags(self):
         # Thread-safe: runs as the dialog's background task, can be cancelled, works in batch.
         return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
+
+    @staticmethod
+    def require_dependencies() -> None:
+        """Stop with one clear message when the engine's packages are missing or too old."""
+        from ..dependencies.check import dependency_report
+
+        report = dependency_report(QgsApplication.qgisSettingsDirPath())
+        if not report.ok:
+            raise QgsProcessingException(report.message())
 
     @staticmethod
     def make_output_parent(output: str) -> None:

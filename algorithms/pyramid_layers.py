@@ -13,16 +13,14 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
-import zarr
 from osgeo import osr
 from qgis.core import QgsProcessingContext, QgsProject
 
-from ..core.grid import spatial_reference
 from . import score_layers
 from .layer_sources import safe_file_name, vrt_folder
 
 
-def pyramid_labels(group: zarr.Group) -> tuple[tuple[int, ...], tuple[str, ...]]:
+def pyramid_labels(group) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """The years and band labels of the pyramid's finest level."""
     finest = group.attrs["multiscales"]["layout"][0]["asset"]
     years = tuple(int(y) for y in group[f"{finest}/time"][...])
@@ -32,6 +30,8 @@ def pyramid_labels(group: zarr.Group) -> tuple[tuple[int, ...], tuple[str, ...]]
 
 def write_slice_vrts(pyramid: str | Path, variable: str = "scores") -> dict[tuple[int, int], str]:
     """One VRT per (time index, band index) with the coarser levels as overviews; their paths."""
+    import zarr  # the engine's dependency: imported when used, so the plugin loads without it
+
     pyramid = Path(pyramid).absolute()
     group = zarr.open_group(str(pyramid), mode="r")
     attrs = dict(group.attrs)
@@ -89,6 +89,8 @@ def _slice_vrt(pyramid, variable, levels, t, b, srs_xml, data_type, chunks) -> s
 
 def _srs_element(crs: str | None) -> str:
     """The CRS in x/y (lon/lat) axis order: GDAL's Zarr slices otherwise swap it (PLATFORM.md)."""
+    from ..core.grid import spatial_reference  # imports zarr_cm: only once the plugin runs
+
     srs = spatial_reference(crs) if crs else None
     if srs is None:
         return ""
@@ -99,6 +101,8 @@ def _srs_element(crs: str | None) -> str:
 
 def pyramid_slices(pyramid: str | Path, variable: str = "scores"):
     """The pyramid's years, bands and a slice source giving the VRT of (year index, band index)."""
+    import zarr
+
     vrts = write_slice_vrts(pyramid, variable)
     years, bands = pyramid_labels(zarr.open_group(str(Path(pyramid).absolute()), mode="r"))
     return years, bands, lambda t, b: vrts[(t, b)]

@@ -1,14 +1,19 @@
 """The plugin: registers the Processing provider and adds "Change scores for this view".
 
 The button and menu entry open the algorithm's dialog with the canvas extent filled in;
-the dialog runs it as a background task. Unloading removes all of it.
+the dialog runs it as a background task. When the engine's Python packages are missing, a
+message-bar notice offers to install them (also in the menu, "Install dependencies…").
+Unloading removes all of it.
 """
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .provider import ICON, EmbeddingChangeProvider
+from ..gui.dependency_notice import INSTALL_TEXT, DependencyNotice
+from ..resources import ICON
+from .dependency_check import load_dependencies
+from .provider import EmbeddingChangeProvider
 
 ALGORITHM_ID = "embeddingchange:changescores"
 MENU = "&Embedding change"
@@ -22,7 +27,9 @@ class EmbeddingChangePlugin:
         self.iface = iface
         self.provider = None
         self.action = None
+        self.install_action = None
         self.toolbar = None
+        self.notice = None
 
     def initProcessing(self):
         """Called by QGIS and qgis_process: makes the algorithms available (no GUI needed)."""
@@ -41,11 +48,22 @@ class EmbeddingChangePlugin:
         self.toolbar.addAction(self.action)
         self.iface.addPluginToMenu(MENU, self.action)
 
+        self.notice = DependencyNotice(self.iface)
+        self.install_action = QAction(INSTALL_TEXT, self.iface.mainWindow())
+        self.install_action.setObjectName("embeddingChangeInstallDependencies")
+        self.install_action.triggered.connect(self.notice.install)
+        self.iface.addPluginToMenu(MENU, self.install_action)
+        self.notice.show(load_dependencies())
+
     def unload(self):
-        if self.action is not None:
-            self.iface.removePluginMenu(MENU, self.action)
-            self.action.deleteLater()
-            self.action = None
+        for action in (self.action, self.install_action):
+            if action is not None:
+                self.iface.removePluginMenu(MENU, action)
+                action.deleteLater()
+        self.action = self.install_action = None
+        if self.notice is not None:
+            self.notice.clear()
+            self.notice = None
         if self.toolbar is not None:
             self.iface.mainWindow().removeToolBar(self.toolbar)
             self.toolbar.deleteLater()

@@ -1,11 +1,14 @@
-"""The Processing provider "Embedding change": registers the plugin's algorithms."""
+"""The Processing provider "Embedding change": registers the plugin's algorithms.
 
-from pathlib import Path
+Every algorithm is registered whether or not the engine's Python packages are there: the
+algorithm modules import only the standard library, qgis, numpy and GDAL, and each run checks
+the dependencies first (a missing one is one clear error, never a traceback at load).
+"""
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-ICON = Path(__file__).resolve().parents[1] / "resources" / "icon.svg"
+from ..resources import ICON
 
 
 class EmbeddingChangeProvider(QgsProcessingProvider):
@@ -29,6 +32,8 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
     def loadAlgorithms(self):
         from ..algorithms.build_multiscales import BuildMultiscalesAlgorithm
         from ..algorithms.change_scores import ChangeScoresAlgorithm
+        from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 
         self.addAlgorithm(ChangeScoresAlgorithm())
         self.addAlgorithm(BuildMultiscalesAlgorithm())
+        self.addAlgorithm(InstallDependenciesAlgorithm())

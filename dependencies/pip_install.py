@@ -1,0 +1,293 @@
+"""Install a lock's wheels with pip into a new folder of the profile, then switch to it.
+
+pip runs in a separate process of the Python QGIS embeds (never inside QGIS: inside QGIS on
+Windows and macOS sys.executable is QGIS itself). Wheels only, hashes required, no
+dependency resolution (the lock is the whole set), nothing written outside the plugin's folder:
+QGIS's own site-packages are never touched. A failed or cancelled install removes its new
+folder and leaves the previous set active.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import folder as folders
+from .locks import Lock, lock_for, pins_to_install, requirements_text
+from .requirements import REQUIRED
+
+# The verification imports every module the engine needs, from the new folder, in a new process.
+VERIFY = (
+    "import sys, importlib; "
+    "mods = [importlib.import_module(m) for m in sys.argv[1:]]; "
+    "print(' '.join(f'{m.__name__}={getattr(m, \"__version__\", \"?\")}' for m in mods))"
+)
+
+
+class InstallError(Exception):
+    """The install could not run or failed; the message says why and what to do."""
+
+
+class InstallCancelledError(InstallError):
+    """The analyst cancelled; nothing changed."""
+
+
+@dataclass
+class InstallResult:
+    folder: Path
+    lock: Lock
+    packages: int
+    versions: str  # "numba=0.68.1 zarr=3.1.5 ..." as the new process imported them
+    needs_numpy_first: bool  # the set carries its own numpy (QGIS's is older in the same major)
+
+
+def python_candidates() -> list[Path]:
+    """Where the Python that QGIS embeds keeps its interpreter, by OS."""
+    version = "{}.{}".format(*sys.version_info[:2])
+    prefixes = [Path(p) for p in dict.fromkeys([sys.base_exec_prefix, sys.exec_prefix, sys.prefix])]
+    names = []
+    executable = Path(sys.executable)
+    if executable.name.lower().startswith("python"):
+        names.append(executable)
+    for prefix in prefixes:
+        if os.name == "nt":
+            # OSGeo4W: apps\Python312\python.exe; the standalone installer the same.
+            names += [prefix / "python.exe", prefix / "python3.exe"]
+        else:
+            # Linux: /usr/bin/python3.11; macOS bundle: Contents/MacOS/bin/python3 (prefix is
+            # inside the bundle, its framework's bin holds python3.12).
+            names += [prefix / "bin" / f"python{version}", prefix / "bin" / "python3"]
+    found = shutil.which(f"python{version}")
+    if found:
+        names.append(Path(found))
+    return list(dict.fromkeys(names))
+
+
+def find_python() -> Path:
+    """An interpreter of this very Python version that can run pip."""
+    wanted = "{}.{}".format(*sys.version_info[:2])
+    tried = []
+    for candidate in python_candidates():
+        if not candidate.is_file():
+            continue
+        try:
+            out = subprocess.run(
+                [str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=_child_environment(),
+                **_no_window(),
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        version = out.stdout.strip()
+        tried.append(f"{candidate} ({version or 'did not run'})")
+        if out.returncode == 0 and version == wanted:
+            return candidate
+    raise InstallError(
+        f"Cannot find the Python {wanted} interpreter QGIS runs on (tried "
+        f"{', '.join(tried) or ', '.join(map(str, python_candidates()))}). See the README's "
+        "manual route."
+    )
+
+
+def pip_version(python: Path) -> str:
+    out = subprocess.run(
+        [str(python), "-m", "pip", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_child_environment(),
+        **_no_window(),
+    )
+    if out.returncode != 0:
+        raise InstallError(
+            f"pip is not available for {python}: on Debian or Ubuntu install it with "
+            "`sudo apt install python3-pip`, elsewhere see the README's manual route. "
+            f"({(out.stderr or out.stdout).strip().splitlines()[-1:]})"
+        )
+    return out.stdout.split()[1]
+
+
+def _child_environment() -> dict:
+    env = dict(os.environ)
+    env["PYTHONNOUSERSITE"] = "1"  # never pick up (or write to) the user's site-packages
+    env.pop("PIP_USER", None)
+    env.pop("PIP_TARGET", None)
+    env.pop("PIP_REQUIRE_VIRTUALENV", None)
+    return env
+
+
+def _no_window() -> dict:
+    # No console window flashing up on Windows for each child process.
+    return {"creationflags": 0x08000000} if os.name == "nt" else {}
+
+
+def pip_command(python: Path, target: Path, requirements: Path, wheels: Path | None) -> list[str]:
+    command = [
+        str(python), "-m", "pip", "install",
+        "--target", str(target),
+        "--no-deps", "--require-hashes", "--only-binary", ":all:",
+        "--no-input", "--disable-pip-version-check", "--progress-bar", "off",
+        "--no-warn-script-location",
+        "-r", str(requirements),
+    ]  # fmt: skip
+    if wheels is not None:
+        command += ["--no-index", "--find-links", str(wheels)]
+    return command
+
+
+def install(
+    profile: str | Path,
+    wheels: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[float], None] = lambda fraction: None,
+    cancelled: Callable[[], bool] = lambda: False,
+    lock: Lock | None = None,
+) -> InstallResult:
+    """Install this Python's lock into a new folder of the profile and make it the active set."""
+    root = folders.dependencies_root(profile)
+    qgis_numpy = folders.qgis_numpy_version(profile)
+    lock = lock or lock_for(numpy_version=qgis_numpy)
+    pins = pins_to_install(lock, qgis_numpy)
+    wheels = Path(wheels).expanduser().absolute() if wheels else None
+    if wheels is not None and not wheels.is_dir():
+        raise InstallError(f"The wheel folder {wheels} does not exist.")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=root))
+    except OSError as exc:
+        raise InstallError(
+            f"Cannot write to the QGIS profile's folder {root} ({exc.strerror}): install from a "
+            "profile you can write to, or see the README's manual route."
+        ) from exc
+    try:
+        python = find_python()
+        kept = f", QGIS's numpy {qgis_numpy} kept" if len(pins) < len(lock.pins()) else ""
+        log(f"Python {python}, pip {pip_version(python)}; {lock.name}: {len(pins)} packages{kept}.")
+        requirements = staging / "requirements.txt"
+        requirements.write_text(requirements_text(pins))
+        target = staging / "set"
+        _run_pip(
+            pip_command(python, target, requirements, wheels), len(pins), log, progress, cancelled
+        )
+        progress(0.95)
+        versions = verify(python, target)
+        log(f"Checked in a new Python process: {versions}")
+        folder = root / f"{lock.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        stamp = {
+            "lock": lock.name,
+            "lock_sha256": lock.sha256(),
+            "python": "{}.{}.{}".format(*sys.version_info[:3]),
+            "qgis_numpy": qgis_numpy,
+            "numpy": next((p.version for p in pins if p.name == "numpy"), qgis_numpy),
+            "versions": versions,
+            "wheels": str(wheels) if wheels else "the package registry",
+            "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (target / folders.STAMP).write_text(_json(stamp))
+        os.replace(target, folder)
+        folders.switch_to(root, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    remove_old_sets(root, keep=folder)
+    progress(1.0)
+    return InstallResult(folder, lock, len(pins), versions, any(p.name == "numpy" for p in pins))
+
+
+def _json(data: dict) -> str:
+    import json
+
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _run_pip(command, count, log, progress, cancelled) -> None:
+    """Run pip, passing its output to `log` line by line, progress from what it reports."""
+    log("Running: " + " ".join(command))
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env=_child_environment(),
+        **_no_window(),
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=_read_lines, args=(process, lines, log, progress, count))
+    reader.start()
+    try:
+        while process.poll() is None:
+            if cancelled():
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise InstallCancelledError(
+                    "Installing the dependencies was cancelled; nothing changed."
+                )
+            time.sleep(0.1)
+    finally:
+        reader.join(timeout=10)
+    if process.returncode != 0:
+        reason = [line for line in lines if "ERROR" in line] or lines[-3:]
+        raise InstallError(
+            "pip could not install the dependencies: "
+            + " ".join(line.strip() for line in reason[:3])
+            + " The previous set (if any) stays in use; pip's full output is in the log."
+        )
+
+
+def _read_lines(process, lines, log, progress, count) -> None:
+    seen = 0
+    for line in process.stdout:
+        line = line.rstrip()
+        if not line:
+            continue
+        lines.append(line)
+        log(line)
+        if line.startswith(("Collecting ", "Processing ")):
+            seen += 1
+            progress(0.85 * min(seen, count) / max(count, 1))
+        elif line.startswith("Installing collected packages"):
+            progress(0.88)
+
+
+def verify(python: Path, folder: Path) -> str:
+    """Import every module the engine needs from `folder` first, in a new process."""
+    env = _child_environment()
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
+    modules = [requirement.module for requirement in REQUIRED]
+    out = subprocess.run(
+        [str(python), "-c", VERIFY, *modules],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        **_no_window(),
+    )
+    if out.returncode != 0:
+        last = (out.stderr or out.stdout).strip().splitlines()[-1:]
+        raise InstallError(
+            f"The installed packages do not import: {' '.join(last)}. The previous set (if any) "
+            "stays in use."
+        )
+    return out.stdout.strip()
+
+
+def remove_old_sets(root: Path, keep: Path) -> None:
+    """Best effort: a set still loaded by a running QGIS (Windows locks its DLLs) stays."""
+    for child in root.iterdir():
+        if child.is_dir() and child != keep and str(child) not in sys.path:
+            shutil.rmtree(child, ignore_errors=True)
