@@ -86,17 +86,6 @@ def lock_for(python=None, numpy_version: str | None = None, folder: Path = LOCKS
     """The lock for this Python minor and QGIS's numpy major (any, when QGIS has no numpy)."""
     python = tuple(python or sys.version_info[:2])
     locks = [lock for lock in available_locks(folder) if lock.python == python]
-    if numpy_version:
-        major = version_tuple(numpy_version)[0]
-        same = [lock for lock in locks if lock.numpy_major == major]
-        if not same:
-            served = ", ".join(f"Python {a}.{b} with numpy {n}" for (a, b), n in _families(folder))
-            raise LockError(
-                f"No pinned set for Python {python[0]}.{python[1]} with numpy {numpy_version}: "
-                f"the plugin's sets serve {served}, and QGIS's own numpy must not be replaced "
-                "by another major version. See the README's manual route."
-            )
-        return same[0]
     if not locks:
         served = ", ".join(
             f"{a}.{b}" for a, b in sorted({lock.python for lock in available_locks(folder)})
@@ -111,6 +100,17 @@ def lock_for(python=None, numpy_version: str | None = None, folder: Path = LOCKS
         raise LockError(
             f"No pinned set for Python {python[0]}.{python[1]} (sets exist for {served})." + hint
         )
+    if numpy_version:
+        major = version_tuple(numpy_version)[0]
+        same = [lock for lock in locks if lock.numpy_major == major]
+        if not same:
+            served = ", ".join(f"Python {a}.{b} with numpy {n}" for (a, b), n in _families(folder))
+            raise LockError(
+                f"No pinned set for Python {python[0]}.{python[1]} with numpy {numpy_version}: "
+                f"the plugin's sets serve {served}, and QGIS's own numpy must not be replaced "
+                "by another major version. See the README's manual route."
+            )
+        return same[0]
     return max(locks, key=lambda lock: lock.numpy_major)
 
 
