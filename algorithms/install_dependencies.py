@@ -7,6 +7,8 @@ active QGIS profile and the plugin switches to it only when it is complete and i
 
 from __future__ import annotations
 
+import sys
+
 from qgis.core import (
     QgsApplication,
     QgsProcessingException,
@@ -96,8 +98,12 @@ class InstallDependenciesAlgorithm(EmbeddingChangeAlgorithm):
         report = dependency_report(profile)
         if report.ok:
             status = "Ready: the dependencies load in this QGIS session."
-            feedback.pushInfo(status)
+        elif result.needs_numpy_first and "numpy" in sys.modules:
+            status = (
+                f"Restart QGIS to finish: this session already runs QGIS's numpy "
+                f"{sys.modules['numpy'].__version__}; from the next start the new one loads first."
+            )
         else:
-            status = "Restart QGIS to finish: " + report.summary()
-            feedback.pushWarning(status)
+            status = f"Restart QGIS to finish: {report.summary()}"
+        (feedback.pushInfo if report.ok else feedback.pushWarning)(status)
         return {self.FOLDER: str(result.folder), self.STATUS: status}

@@ -78,6 +78,14 @@ class DependencyReport:
         text = "Python packages " + "; ".join(parts) + "." if parts else ""
         return " ".join([text, *self.problems]).strip()
 
+    def short(self) -> str:
+        """The notice's line: a few names, not the whole list."""
+        names = self.names()
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        if not names:
+            return " ".join(self.problems)
+        return f"{shown} {'is' if len(names) == 1 else 'are'} missing or too old in QGIS's Python."
+
     def message(self) -> str:
         """What is wrong and how to fix it, for an error or a notice."""
         if self.ok:

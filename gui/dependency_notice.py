@@ -63,7 +63,7 @@ class DependencyNotice:
                 "Embedding Change cannot run", f"{report.summary()} {report.cannot_install}"
             )
         elif not report.ok:
-            self._notice("Embedding Change needs Python packages", report.summary(), INSTALL_TEXT)
+            self._notice("Embedding Change needs Python packages", report.short(), INSTALL_TEXT)
         elif report.reinstall:
             text = f"Install its dependencies again: {report.reinstall}."
             self._notice("Embedding Change", text, INSTALL_TEXT, Qgis.Info)
