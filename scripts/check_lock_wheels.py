@@ -34,7 +34,6 @@ except ImportError:  # pip always carries a copy
     from pip._vendor.packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-INDEX_URL = "https://pypi.org/simple"
 
 MANYLINUX_X86_64 = [
     *(f"manylinux_2_{minor}_x86_64" for minor in (5, 12, *range(17, 37))),
@@ -179,8 +178,6 @@ def pip_download(pins: list[Pin], platform: Platform, python: str, folder: Path)
         "--only-binary",
         ":all:",
         "--require-hashes",
-        "--index-url",
-        INDEX_URL,
         "--python-version",
         python,
         "--implementation",

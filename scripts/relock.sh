@@ -28,8 +28,9 @@ if [ "$("$UV_VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSIO
   python3 -m venv "$UV_VENV"
   "$UV_VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
-# --no-config: no uv.toml of this machine or user; PyPI only, whatever pip.conf says.
-UV=("$UV_VENV/bin/uv" --no-config pip compile --default-index https://pypi.org/simple
+# --no-config: no uv.toml of this machine or user; uv's default index (the public registry),
+# whatever pip.conf says.
+UV=("$UV_VENV/bin/uv" --no-config pip compile
   --generate-hashes --only-binary :all: --no-header "${UPGRADE[@]}")
 # With wheels only, uv never builds: the interpreter it finds is fine, it need not download one.
 export UV_NO_PROGRESS=1 UV_PYTHON_DOWNLOADS=never
