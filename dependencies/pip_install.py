@@ -183,7 +183,9 @@ def install(
         progress(0.95)
         versions = verify(python, target)
         log(f"Checked in a new Python process: {versions}")
-        folder = root / f"{lock.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        # The staging folder's random part keeps two installs in the same second apart.
+        unique = staging.name.rsplit("-", 1)[-1]
+        folder = root / f"{lock.name}-{time.strftime('%Y%m%dT%H%M%S')}-{unique}"
         stamp = {
             "lock": lock.name,
             "lock_sha256": lock.sha256(),
@@ -286,8 +288,16 @@ def verify(python: Path, folder: Path) -> str:
     return out.stdout.strip()
 
 
+STALE_STAGING = 24 * 3600  # seconds after which a staging folder is a killed install's
+
+
 def remove_old_sets(root: Path, keep: Path) -> None:
-    """Best effort: a set still loaded by a running QGIS (Windows locks its DLLs) stays."""
+    """Best effort: a set still loaded by a running QGIS (Windows locks its DLLs) stays, and so
+    does another install's staging folder unless it was left by a killed one long ago."""
     for child in root.iterdir():
-        if child.is_dir() and child != keep and str(child) not in sys.path:
-            shutil.rmtree(child, ignore_errors=True)
+        if not child.is_dir() or child == keep or str(child) in sys.path:
+            continue
+        staging = child.name.startswith(".installing-")
+        if staging and time.time() - child.stat().st_mtime < STALE_STAGING:
+            continue
+        shutil.rmtree(child, ignore_errors=True)
