@@ -1,14 +1,24 @@
-"""QGIS fixtures: the provider, a canvas with a temporal controller, small scores stores."""
+"""QGIS fixtures: the provider, a canvas with a temporal controller, small scores stores, and
+what a loaded score layer shows in either layout (a layer per year, or from QGIS 3.38 a layer
+per score whose bands are the years)."""
 
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsTemporalNavigationObject
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsProject,
+    QgsRasterLayerTemporalProperties,
+    QgsTemporalNavigationObject,
+)
+from qgis.PyQt.QtWidgets import QApplication
 
 ALGORITHM = "embeddingchange:changescores"
 GSD = 8.983111749910169e-05
@@ -16,6 +26,9 @@ ZSCORE_BANDS = (
     "difference_alpha_earth_cosine_distance_robust_time_zscore",
     "loo_medoid_alpha_earth_cosine_distance_robust_time_zscore",
 )
+# QGIS 3.38 brought temporal ranges per raster band: from then on a score loads as one layer
+# whose bands are the years, before it as one layer per year (algorithms/score_layers.py).
+YEARS_AS_BANDS = Qgis.QGIS_VERSION_INT >= 33800
 
 
 _PROVIDERS = []  # Python must keep registered providers alive (sip)
@@ -43,10 +56,24 @@ def temporal_navigation(qgis_iface):
     return canvas.temporalController()
 
 
+def wait_for_background_tasks() -> None:
+    """Handle events until the task manager has no task left, so that every result a task
+    delivers to the main thread (layers, post-processing) has been delivered.
+
+    QGIS 3.40 (not 3.22) runs a batch dialog's rows as tasks: their results arrive after the
+    call that started them has returned."""
+    manager = QgsApplication.taskManager()
+    while manager.countActiveTasks():
+        QApplication.processEvents()
+    QApplication.processEvents()
+
+
 @pytest.fixture
 def project(qgis_new_project):
-    """An empty project; its layers are removed afterwards (QGIS crashes at exit otherwise)."""
+    """An empty project; its layers are removed afterwards (QGIS crashes at exit otherwise), once
+    no background task can still add any."""
     yield qgis_new_project
+    wait_for_background_tasks()
     QgsProject.instance().clear()
 
 
@@ -63,11 +90,22 @@ class ScoresStore:
 
     @property
     def bbox(self):
-        return (
-            self.x[0] - GSD / 2,
-            self.y[-1] - GSD / 2,
-            self.x[-1] + GSD / 2,
-            self.y[0] + GSD / 2,
+        half_x, half_y = (self.x[1] - self.x[0]) / 2, (self.y[0] - self.y[1]) / 2
+        return (self.x[0] - half_x, self.y[-1] - half_y, self.x[-1] + half_x, self.y[0] + half_y)
+
+
+def read_scores_store(path) -> ScoresStore:
+    """A scores Zarr the engine wrote, with its values."""
+    import xarray as xr
+
+    with xr.open_zarr(path, consolidated=None) as ds:
+        return ScoresStore(
+            Path(path),
+            [int(t) for t in ds["time"].values],
+            [str(b) for b in ds["band"].values],
+            ds["scores"].values,
+            ds["x"].values,
+            ds["y"].values,
         )
 
 
@@ -107,17 +145,93 @@ def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=
     return ScoresStore(Path(path), [int(t) for t in years], list(bands), scores, x, y)
 
 
-def placed_slice(layer, store: ScoresStore) -> tuple[int, int]:
+def score_layer_names(years) -> list[str]:
+    """The layers of one score's group, in order, as the analyst sees them in the layer tree."""
+    years = list(years)
+    if YEARS_AS_BANDS:
+        return [f"{years[0]}–{years[-1]}"]
+    return [str(year) for year in years]
+
+
+def band_years(layer) -> dict[int, int]:
+    """{band number: year} of a loaded score layer, read from its temporal properties, which say
+    what the temporal controller shows; every range must be one whole calendar year."""
+    temporal = layer.temporalProperties()
+    assert temporal.isActive()
+    if YEARS_AS_BANDS:
+        assert temporal.mode() == Qgis.RasterTemporalMode.FixedRangePerBand
+        ranges = temporal.fixedRangePerBand()
+        assert sorted(ranges) == list(range(1, layer.bandCount() + 1))
+    else:
+        assert temporal.mode() == QgsRasterLayerTemporalProperties.ModeFixedTemporalRange
+        assert layer.bandCount() == 1
+        ranges = {1: temporal.fixedTemporalRange()}
+    years = {}
+    for number, fixed in ranges.items():
+        begin, end = fixed.begin(), fixed.end()
+        assert _is_new_year(begin) and _is_new_year(end), (number, fixed)
+        assert end.date().year() == begin.date().year() + 1, (number, fixed)
+        years[number] = begin.date().year()
+    return years
+
+
+def _is_new_year(moment) -> bool:
+    """Midnight at the start of 1 January."""
+    date, time = moment.date(), moment.time()
+    return (date.month(), date.day(), time.msecsSinceStartOfDay()) == (1, 1, 0)
+
+
+def placed_slices(layer, store: ScoresStore) -> list[tuple[int, int, int]]:
     """Checks that a loaded score layer is valid and covers the store's box in its CRS; returns
-    the (year index, band index) the layer says it shows."""
+    (band number, year index, band index) for each of its bands: which slice of the store the
+    layer says each band shows."""
     assert layer.isValid()
     assert layer.crs().authid() == "EPSG:4326"
     extent = layer.extent()
     corners = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
     assert corners == pytest.approx(store.bbox, abs=1e-9)
-    t = store.years.index(int(layer.customProperty("embedding_change/year")))
     b = store.bands.index(layer.customProperty("embedding_change/band"))
-    return t, b
+    return [(n, store.years.index(year), b) for n, year in sorted(band_years(layer).items())]
+
+
+def band_values(layer, number: int = 1) -> np.ndarray:
+    """A band of the layer over its whole extent as QGIS reads it, no data as NaN."""
+    provider = layer.dataProvider()
+    block = provider.block(number, layer.extent(), layer.width(), layer.height())
+    values = np.frombuffer(bytes(block.data()), dtype=np.float32)
+    return values.reshape(layer.height(), layer.width()).copy()
+
+
+def assert_layers_show_the_store(layers, store: ScoresStore) -> None:
+    """Every (year, score) slice of the store is shown by exactly one band of one layer, and
+    that band reads exactly the slice's values."""
+    shown = []
+    for layer in layers:
+        for number, t, b in placed_slices(layer, store):
+            np.testing.assert_array_equal(band_values(layer, number), store.scores[t, b])
+            shown.append((t, b))
+    assert sorted(shown) == [
+        (t, b) for t in range(len(store.years)) for b in range(len(store.bands))
+    ]
+
+
+def band_sources(layer) -> list[str]:
+    """The GDAL data source each band of a score layer reads, in band order: the layer's own
+    source, or from QGIS 3.38 the sources in its year-stack VRT."""
+    if not YEARS_AS_BANDS:
+        return [layer.source()]
+    bands = ET.parse(layer.source()).getroot().iter("VRTRasterBand")
+    return [band.find(".//SourceFilename").text for band in bands]
+
+
+def years_drawn(layer, time_range) -> list[int]:
+    """The years a score layer draws in a frame of the temporal controller: none when the
+    frame misses its ranges, else the year of the band QGIS's renderer picks."""
+    temporal = layer.temporalProperties()
+    if not temporal.isVisibleInTemporalRange(time_range):
+        return []
+    number = temporal.bandForTemporalRange(layer, time_range) if YEARS_AS_BANDS else 1
+    return [band_years(layer)[number]]
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""algorithms/score_layers.py: score layers read the store, sit in groups, move by year."""
+"""algorithms/score_layers.py: score layers read the store, sit in groups, move by year.
+
+Before QGIS 3.38 a score is a group of layers, one per year; from 3.38 on it is one layer whose
+bands are the years. The tests check what the analyst gets in the layout this QGIS loads."""
 
 from __future__ import annotations
 
@@ -10,45 +13,53 @@ from qgis.core import (
     QgsLayerTree,
     QgsLayerTreeGroup,
     QgsLayerTreeRegistryBridge,
+    QgsMapRendererSequentialJob,
+    QgsMapSettings,
     QgsProcessingContext,
     QgsProcessingFeedback,
-    QgsRasterLayer,
     QgsUnitTypes,
 )
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor, QImage
 
 from embedding_change.algorithms import layer_sources, score_layers
 
-from .conftest import ALGORITHM, ZSCORE_BANDS, placed_slice, write_scores_store
+from .conftest import (
+    ALGORITHM,
+    YEARS_AS_BANDS,
+    ZSCORE_BANDS,
+    assert_layers_show_the_store,
+    band_sources,
+    band_years,
+    score_layer_names,
+    write_scores_store,
+    years_drawn,
+)
 
 pytestmark = pytest.mark.qgis
 
-
-def layer_values(layer: QgsRasterLayer) -> np.ndarray:
-    """The layer's band 1 over its whole extent, no data as NaN."""
-    provider = layer.dataProvider()
-    block = provider.block(1, layer.extent(), layer.width(), layer.height())
-    values = np.frombuffer(bytes(block.data()), dtype=np.float32)
-    return values.reshape(layer.height(), layer.width()).copy()
+DARK_RED = [189, 0, 38, 255]
 
 
-def rendered_rgba(layer: QgsRasterLayer) -> np.ndarray:
-    """What the layer's renderer paints, pixel for pixel: (rows, cols, [r, g, b, a])."""
-    block = layer.renderer().block(1, layer.extent(), layer.width(), layer.height())
-    argb = np.frombuffer(bytes(block.data()), dtype=np.uint32).reshape(
-        layer.height(), layer.width()
-    )
-    # Premultiplied ARGB32: alpha is exact, colours are scaled by it.
-    return np.stack([(argb >> s) & 0xFF for s in (16, 8, 0, 24)], axis=-1)
-
-
-def find_layer(layers, method: str, year: int) -> QgsRasterLayer:
-    (layer,) = (
-        layer
-        for layer in layers
-        if layer.name() == str(year)
-        and layer.customProperty("embedding_change/band").startswith(method)
-    )
-    return layer
+def rendered_frame(layers, frame_range) -> np.ndarray:
+    """What QGIS's map renderer paints for the layers in one frame of the temporal controller,
+    one image pixel per store pixel: (rows, cols, [r, g, b, a]) on a transparent background."""
+    first = layers[0]
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(first.crs())
+    settings.setExtent(first.extent())
+    settings.setOutputSize(QSize(first.width(), first.height()))
+    settings.setBackgroundColor(QColor(0, 0, 0, 0))
+    settings.setIsTemporal(True)
+    settings.setTemporalRange(frame_range)
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage().convertToFormat(QImage.Format_RGBA8888)
+    rows = np.frombuffer(bytes(image.constBits().asarray(image.sizeInBytes())), np.uint8)
+    rows = rows.reshape(image.height(), image.bytesPerLine())
+    return rows[:, : image.width() * 4].reshape(image.height(), image.width(), 4)
 
 
 def score_groups(project) -> list[QgsLayerTreeGroup]:
@@ -56,18 +67,27 @@ def score_groups(project) -> list[QgsLayerTreeGroup]:
     return run_group.findGroups()
 
 
-def test_each_layer_reads_its_year_and_band_slice_with_the_store_georeferencing(
+def group_layers(project, method: str):
+    """The layers of the score whose name starts with `method`, in layer-tree order."""
+    (group,) = (g for g in score_groups(project) if g.name().startswith(method))
+    return [node.layer() for node in group.findLayers()]
+
+
+def frame_of(navigation, years, year: int):
+    return navigation.dateTimeRangeForFrameNumber(list(years).index(year))
+
+
+def test_layers_read_every_year_and_score_slice_with_the_store_georeferencing(
     project, scores_store
 ):
     layers = score_layers.load_score_layers(scores_store.path, project)
 
-    assert len(layers) == len(scores_store.years) * len(scores_store.bands)
-    for layer in layers:
-        t, b = placed_slice(layer, scores_store)
-        np.testing.assert_array_equal(layer_values(layer), scores_store.scores[t, b])
+    names = score_layer_names(scores_store.years)
+    assert len(layers) == len(names) * len(scores_store.bands)
+    assert_layers_show_the_store(layers, scores_store)
 
 
-def test_a_group_per_score_holds_one_layer_per_year_in_year_order(project, scores_store):
+def test_a_group_per_score_holds_its_years_in_year_order_read_from_the_store(project, scores_store):
     score_layers.load_score_layers(scores_store.path, project)
 
     (run_group,) = project.layerTreeRoot().findGroups()
@@ -75,9 +95,13 @@ def test_a_group_per_score_holds_one_layer_per_year_in_year_order(project, score
     groups = score_groups(project)
     assert [g.name() for g in groups] == scores_store.bands
     for b, group in enumerate(groups):
-        nodes = group.findLayers()
-        assert [n.name() for n in nodes] == [str(y) for y in scores_store.years]
-        assert [n.layer().source() for n in nodes] == [
+        layers = [node.layer() for node in group.findLayers()]
+        assert [layer.name() for layer in layers] == score_layer_names(scores_store.years)
+        assert [year for layer in layers for _, year in sorted(band_years(layer).items())] == (
+            scores_store.years
+        )
+        # No copy: every year reads its slice of the store itself.
+        assert [source for layer in layers for source in band_sources(layer)] == [
             layer_sources.score_layer_uri(scores_store.path, t, b)
             for t in range(len(scores_store.years))
         ]
@@ -98,52 +122,59 @@ def test_each_frame_of_the_temporal_controller_shows_one_year_per_score(
     for frame, year in enumerate(scores_store.years):
         frame_range = temporal_navigation.dateTimeRangeForFrameNumber(frame)
         for group in score_groups(project):
-            shown = [
-                node.name()
-                for node in group.findLayers()
-                if node.layer().temporalProperties().isVisibleInTemporalRange(frame_range)
+            drawn = [
+                y for node in group.findLayers() for y in years_drawn(node.layer(), frame_range)
             ]
-            assert shown == [str(year)]
+            assert drawn == [year]
     settings = project.timeSettings()
     assert settings.temporalRange() == score_layers.years_range(2017, 2025)
     assert (settings.timeStep(), settings.timeStepUnit()) == (1, QgsUnitTypes.TemporalYears)
 
 
-def test_layer_years_are_fixed_calendar_years(project, scores_store):
+def test_each_year_is_one_whole_calendar_year_in_this_qgis_layout(project, scores_store):
     layers = score_layers.load_score_layers(scores_store.path, project)
 
     for layer in layers:
-        year = int(layer.name())
-        temporal = layer.temporalProperties()
-        assert temporal.isActive()
-        assert temporal.mode() == temporal.ModeFixedTemporalRange
-        fixed = temporal.fixedTemporalRange()
-        assert (fixed.begin().date().year(), fixed.begin().date().dayOfYear()) == (year, 1)
-        assert (fixed.end().date().year(), fixed.end().date().dayOfYear()) == (year + 1, 1)
+        years = band_years(layer)  # checks the mode and that each range is 1 Jan to 1 Jan
+        if YEARS_AS_BANDS:
+            assert (layer.bandCount(), list(years.values())) == (9, scores_store.years)
+            assert [layer.bandName(n).endswith(str(y)) for n, y in years.items()] == [True] * 9
+        else:
+            assert list(years.values()) == [int(layer.name())]
 
 
-def test_high_zscores_are_painted_opaque_red_and_ordinary_ones_transparent(project, scores_store):
-    layers = score_layers.load_score_layers(scores_store.path, project)
-    event = find_layer(layers, "loo_medoid", 2020)
+def test_high_zscores_are_painted_opaque_red_in_their_year_only_and_ordinary_ones_transparent(
+    project, scores_store, qgis_iface, temporal_navigation
+):
+    score_layers.load_score_layers(scores_store.path, project, qgis_iface)
+    layers = group_layers(project, "loo_medoid")
 
-    assert event.renderer().type() == "singlebandpseudocolor"
-    rgba = rendered_rgba(event)
-    assert (rgba[10:20, 5:15] == [189, 0, 38, 255]).all()  # z = 9: dark red, opaque
-    values = scores_store.scores[3, 1]
-    ordinary = np.ones(values.shape, bool)
+    event = rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, 2020))
+    assert (event[10:20, 5:15] == DARK_RED).all()  # z = 9 in 2020: dark red, opaque
+    ordinary = np.ones(event.shape[:2], bool)
     ordinary[10:20, 5:15] = False
-    assert (rgba[ordinary][:, 3] == 0).all()
+    assert (event[ordinary][:, 3] == 0).all()
+    for year in (2017, 2019, 2021, 2025):  # the other years' frames do not show 2020's event
+        assert (
+            rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, year))[..., 3]
+            == 0
+        ).all(), year
 
-    ramp = event.renderer().shader().rasterShaderFunction()
+    ramp = layers[0].renderer().shader().rasterShaderFunction()
     alpha = {z: ramp.shade(z)[4] for z in (-5.0, 0.0, 1.9, 3.0, 4.0, 6.0, 8.0, 30.0)}
     assert alpha[-5.0] == alpha[0.0] == alpha[1.9] == alpha[3.0] == 0
     assert 0 < alpha[4.0] < alpha[6.0] < alpha[8.0] == alpha[30.0] == 255
 
 
-def test_no_data_is_transparent(project, scores_store):
-    layers = score_layers.load_score_layers(scores_store.path, project)
-    first_difference = find_layer(layers, "difference", 2017)
-    assert (rendered_rgba(first_difference)[..., 3] == 0).all()
+def test_no_data_is_transparent(project, scores_store, qgis_iface, temporal_navigation):
+    score_layers.load_score_layers(scores_store.path, project, qgis_iface)
+    layers = group_layers(project, "difference")
+    assert np.isnan(scores_store.scores[0, 0]).all()  # the first year has no difference
+
+    first = rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, 2017))
+    event = rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, 2020))
+    assert (first[..., 3] == 0).all()
+    assert (event[10:20, 5:15] == DARK_RED).all()  # the same layers do paint where there is data
 
 
 def test_plain_distances_share_a_scale_set_by_their_99th_percentile(project, tmp_path):
@@ -191,14 +222,15 @@ def test_layers_loaded_by_processing_end_up_styled_in_their_groups(
     finally:
         ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, previous)
 
-    assert count == len(project.mapLayers()) == len(ZSCORE_BANDS) * len(scores_store.years)
+    names = score_layer_names(scores_store.years)
+    assert count == len(project.mapLayers()) == len(ZSCORE_BANDS) * len(names)
     root = project.layerTreeRoot()
     assert [g.name() for g in root.findGroups()] == ["scores.zarr"]  # no empty results group
     for group in score_groups(project):
-        assert [n.name() for n in group.findLayers()] == [str(y) for y in scores_store.years]
+        assert [n.name() for n in group.findLayers()] == names
         for node in group.findLayers():
             assert node.layer().renderer().type() == "singlebandpseudocolor"
-            assert node.layer().temporalProperties().isActive()
+    assert_layers_show_the_store(list(project.mapLayers().values()), scores_store)
 
 
 def test_layers_keep_year_order_when_the_desktop_inserts_next_to_the_current_layer(
@@ -232,7 +264,11 @@ def test_layers_keep_year_order_when_the_desktop_inserts_next_to_the_current_lay
     assert [g.name() for g in root.findGroups()] == ["scores.zarr"]
     assert [g.name() for g in score_groups(project)] == scores_store.bands
     for group in score_groups(project):
-        assert [n.name() for n in group.findLayers()] == [str(y) for y in scores_store.years]
+        layers = [node.layer() for node in group.findLayers()]
+        assert [layer.name() for layer in layers] == score_layer_names(scores_store.years)
+        assert [year for layer in layers for year in band_years(layer).values()] == (
+            scores_store.years
+        )
         assert not any(n.isExpanded() for n in group.findLayers())
         assert all(n.itemVisibilityChecked() for n in group.findLayers())
 
