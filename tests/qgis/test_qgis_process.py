@@ -4,11 +4,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
+import embedding_change
 from embedding_change.core import compute_change_scores
 from embedding_change.core.store import open_embedding_store
 
@@ -19,11 +22,28 @@ pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
 
 
+def qgis_process_environment(profile: Path) -> dict[str, str]:
+    """The environment for qgis_process: this test run's, with a fresh profile and settings,
+    the plugin folder the tests import `embedding_change` from first on QGIS_PLUGINPATH, and
+    the folder of the Python running the tests first on PATH.
+
+    qgis_process's embedded Python takes its prefix, and so its site-packages, from the first
+    `python3` on PATH: the tests' interpreter (the venv with the engine's packages, the same
+    Python version that runs QGIS here) must come first whatever PATH pytest was started with.
+    pytest-qgis points QGIS_OPTIONS_PATH at the checkout's .qgis-settings, shared by every
+    QGIS version that runs the tests: the child gets its own."""
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(profile), QGIS_OPTIONS_PATH=str(profile))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    plugins = Path(embedding_change.__file__).parent.parent  # a folder named after the plugin
+    env["QGIS_PLUGINPATH"] = os.pathsep.join([str(plugins), env.get("QGIS_PLUGINPATH", "")])
+    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    return env
+
+
 @pytest.fixture
 def qgis_process(tmp_path):
     """Runs qgis_process.bin with a fresh profile in which the plugin is enabled."""
-    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
-    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    env = qgis_process_environment(tmp_path / "profile")
 
     def run(*args):
         return subprocess.run(
