@@ -29,9 +29,15 @@ def test_a_set_stamped_with_this_lock_needs_nothing(profile, make_set, own_sys_p
 
 
 def test_a_set_for_another_numpy_major_is_a_problem_in_the_report(profile, make_set, own_sys_path):
-    folder = make_set(profile, qgis_numpy="2.2.4")
+    other = other_numpy_major(folders.qgis_numpy_version(profile))
+    folder = make_set(profile, qgis_numpy=other)
     report = dependency_report(profile)
     assert not report.ok
-    assert report.problems[0].startswith("The installed dependencies were built for numpy 2.2.4")
+    assert report.problems[0].startswith(f"The installed dependencies were built for numpy {other}")
     assert report.problems[0] in report.message()
     assert str(folder) not in own_sys_path
+
+
+def other_numpy_major(qgis_numpy: str) -> str:
+    """A numpy of the other major than this Python's (Debian 12 has 1.x, Debian 13 2.x)."""
+    return "2.2.4" if qgis_numpy.startswith("1.") else "1.26.4"

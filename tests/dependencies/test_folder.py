@@ -158,13 +158,13 @@ def test_activate_puts_the_set_first_on_sys_path_once(profile, make_set, own_sys
 
 def test_activate_refuses_a_set_built_for_another_numpy_major(profile, make_set, own_sys_path):
     qgis_numpy = qgis_numpy_version(profile)
-    assert qgis_numpy.startswith("1."), "this test fakes a numpy-2 set on a numpy-1 Python"
-    folder = make_set(profile, qgis_numpy="2.2.4")
+    other = "2.2.4" if qgis_numpy.startswith("1.") else "1.26.4"  # the other major
+    folder = make_set(profile, qgis_numpy=other)
     activation = activate(profile)
     assert activation.folder == folder and not activation.active
     assert str(folder) not in own_sys_path
     assert activation.problems == [
-        f"The installed dependencies were built for numpy 2.2.4, QGIS now has numpy "
+        f"The installed dependencies were built for numpy {other}, QGIS now has numpy "
         f"{qgis_numpy}: install the dependencies again."
     ]
 
