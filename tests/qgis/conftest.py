@@ -4,6 +4,7 @@ per score whose bands are the years)."""
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ import pytest
 from qgis.core import (
     Qgis,
     QgsApplication,
+    QgsLayerTreeModel,
     QgsProject,
     QgsRasterLayerTemporalProperties,
     QgsTemporalNavigationObject,
 )
+from qgis.gui import QgsLayerTreeView
 from qgis.PyQt.QtWidgets import QApplication
 
 ALGORITHM = "embeddingchange:changescores"
@@ -69,12 +72,19 @@ def wait_for_background_tasks() -> None:
 
 
 @pytest.fixture
-def project(qgis_new_project):
-    """An empty project; its layers are removed afterwards (QGIS crashes at exit otherwise), once
-    no background task can still add any."""
+def project(qgis_new_project, qgis_iface, monkeypatch):
+    """An empty project in a layer tree view, as in the desktop; its layers are removed
+    afterwards (QGIS crashes at exit otherwise), once no background task can still add any.
+
+    QGIS 3.44's Processing adds result layers through the window's layer tree view, which
+    pytest-qgis's stand-in window lacks."""
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot(), view))
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
     yield qgis_new_project
     wait_for_background_tasks()
     QgsProject.instance().clear()
+    view.deleteLater()
 
 
 @dataclass
@@ -110,7 +120,8 @@ def read_scores_store(path) -> ScoresStore:
 
 
 def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=(40, 50), seed=0):
-    """A small scores(time, band, y, x) float32 Zarr v2, as the engine writes it for GDAL 3.6.
+    """A small scores(time, band, y, x) float32 Zarr as the engine writes it for the layers of
+    this QGIS: v2 for GDAL < 3.11 (QGIS 3.22, 3.40), else v3.
 
     Ordinary scores are noise in [-1.5, 1.5]; year index 3 has 9.0 in rows 10..20, cols 5..15;
     the first year of the first band is NaN (difference has no previous year).
@@ -118,6 +129,10 @@ def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=
     import xarray as xr
     from osgeo import osr
 
+    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
+    from embedding_change.core.output import string_coordinate
+
+    zarr_format = zarr_format_for_layers()
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(4326)
     years = np.array(list(years), dtype="int32")
@@ -131,18 +146,37 @@ def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=
     scores[0, 0] = np.nan
     data = xr.Dataset(
         {"scores": (("time", "band", "y", "x"), scores)},
-        coords={"time": years, "band": list(bands), "x": x, "y": y},
+        coords={
+            "time": years,
+            "band": string_coordinate(list(bands), zarr_format),
+            "x": x,
+            "y": y,
+        },
         attrs={"proj:code": "EPSG:4326"},
     )
     data["scores"].attrs["_CRS"] = {"wkt": srs.ExportToWkt()}
     data.to_zarr(
         path,
-        zarr_format=2,
+        zarr_format=zarr_format,
         mode="w-",
         consolidated=True,
         encoding={"scores": {"chunks": (1, 1, 256, 256), "_FillValue": np.nan}},
     )
     return ScoresStore(Path(path), [int(t) for t in years], list(bands), scores, x, y)
+
+
+def assert_consolidated_in_a_format_gdal_reads(path: Path) -> None:
+    """The store is in the Zarr format this QGIS's GDAL reads (v2 before GDAL 3.11, else v3),
+    with consolidated metadata."""
+    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
+
+    if zarr_format_for_layers() == 2:
+        assert (path / ".zmetadata").is_file()
+        assert not (path / "zarr.json").exists()
+    else:
+        metadata = json.loads((path / "zarr.json").read_text())
+        assert metadata["zarr_format"] == 3
+        assert metadata.get("consolidated_metadata") is not None
 
 
 def score_layer_names(years) -> list[str]:

@@ -31,6 +31,7 @@ from embedding_change.core.store import open_embedding_store
 
 from .conftest import (
     ALGORITHM,
+    assert_consolidated_in_a_format_gdal_reads,
     assert_layers_show_the_store,
     read_scores_store,
     score_layer_names,
@@ -329,7 +330,7 @@ def test_output_in_a_new_folder_creates_the_folder(provider, aef_store, tmp_path
     )
 
     assert result["OUTPUT"] == str(output)
-    assert (output / ".zmetadata").exists()
+    assert_consolidated_in_a_format_gdal_reads(output)
 
 
 def test_unreachable_s3_store_says_what_to_check(provider, s3_storage_options, tmp_path):
