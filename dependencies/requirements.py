@@ -84,7 +84,7 @@ class DependencyReport:
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         if not names:
             return " ".join(self.problems)
-        return f"{shown} {'is' if len(names) == 1 else 'are'} missing or too old in QGIS's Python."
+        return f"{shown} {'is' if len(names) == 1 else 'are'} missing or too old."
 
     def message(self) -> str:
         """What is wrong and how to fix it, for an error or a notice."""

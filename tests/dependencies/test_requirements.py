@@ -121,14 +121,14 @@ def test_cannot_install_replaces_the_install_hint():
 
 
 def test_short_names_a_few_packages_with_the_right_verb():
-    assert _report().short() == "numba, zarr, numpy are missing or too old in QGIS's Python."
+    assert _report().short() == "numba, zarr, numpy are missing or too old."
     one = DependencyReport(missing=["s3fs"])
-    assert one.short() == "s3fs is missing or too old in QGIS's Python."
+    assert one.short() == "s3fs is missing or too old."
 
 
 def test_short_counts_the_packages_beyond_four():
     report = DependencyReport(missing=["a", "b", "c", "d", "e", "f"])
-    assert report.short() == "a, b, c, d and 2 more are missing or too old in QGIS's Python."
+    assert report.short() == "a, b, c, d and 2 more are missing or too old."
 
 
 def test_short_without_packages_gives_the_problems():
