@@ -26,7 +26,14 @@ install_qgis() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq || fail "apt-get update (is the Debian mirror reachable?)"
+  if ! $sudo apt-get update -qq 2>"$ROOT/.venv-apt-update.log"; then
+    # A mirror snapshot of sid can carry an expired Release file: say so, then accept it.
+    grep -q "is expired" "$ROOT/.venv-apt-update.log" \
+      || fail "apt-get update (is the Debian mirror reachable?): $(tail -1 "$ROOT/.venv-apt-update.log")"
+    log "the Debian mirror's index is past its Valid-Until date; using it anyway"
+    $sudo apt-get update -qq -o Acquire::Check-Valid-Until=false || fail "apt-get update"
+  fi
+  rm -f "$ROOT/.venv-apt-update.log"
   $sudo apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null \
     || fail "apt-get install ${APT_PACKAGES[*]}"
 }
