@@ -3,12 +3,16 @@
 A run writes into a hidden sibling (`.<name>.partial-<id>`) for local outputs and renames it
 into place only when every tile is written, so an output that exists is complete. Remote outputs
 cannot be renamed cheaply: they are written in place and deleted on failure or cancel.
+A local run first claims its output (core.output_claim), so a second run to the same output
+fails at once and the leftovers of killed runs are swept.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import math
 import os
 import shutil
 import uuid
@@ -24,8 +28,11 @@ import zarr
 from zarr.core.sync import sync
 
 from .chunk_files import write_chunks
-from .errors import OutputError
+from .errors import EmbeddingChangeError, OutputError
+from .failures import chunk_key, chunk_of_key, disk_full_words, failed_key, plain_cause
 from .grid import Grid
+from .output_claim import OutputClaim
+from .retry import DEFAULT_POLICY, RetryPolicy, refuse_writes, writes_refused
 from .store import is_remote, storage_options_for, store_url, zarr_store
 
 OUTPUT_CHUNK = 256
@@ -42,19 +49,32 @@ class OutputTarget:
     final_url: str
     url: str
     storage_options: dict
+    retry: RetryPolicy = DEFAULT_POLICY
+    claim: OutputClaim | None = None
 
     @classmethod
-    def prepare(cls, output, storage_options: dict | None = None) -> OutputTarget:
-        """Refuse an existing or unwritable output; pick the working location."""
+    def prepare(
+        cls,
+        output,
+        storage_options: dict | None = None,
+        *,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        log=None,
+    ) -> OutputTarget:
+        """Refuse an existing or unwritable output; claim it and pick the working location."""
         final = store_url(output)
         if is_remote(final):
             options = storage_options_for(final, storage_options)
-            fs, path = fsspec.core.url_to_fs(final, **options)
-            if fs.exists(path):
+            try:
+                fs, path = fsspec.core.url_to_fs(final, **options)
+                exists = fs.exists(path)
+            except Exception as exc:
+                raise OutputError(f"Cannot reach the output {final}: {plain_cause(exc)}.") from exc
+            if exists:
                 raise OutputError(
                     f"The output {final} already exists; choose a new name or delete it first."
                 )
-            return cls(final, final, options)
+            return cls(final, final, options, retry)
         path = Path(final)
         if path.exists():
             raise OutputError(
@@ -68,31 +88,83 @@ class OutputTarget:
                 f"The output folder {parent} is not writable; choose a folder you can write to."
             )
         partial = parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-        return cls(final, str(partial), {})
+        claim = OutputClaim.take(path, partial, log or (lambda line: None))
+        if path.exists():  # finished by another run between the first check and the claim
+            claim.release()
+            raise OutputError(
+                f"The output {final} already exists: another run finished this output first. "
+                "Choose a new name or delete it first."
+            )
+        return cls(final, str(partial), {}, retry, claim)
 
-    def finish(self) -> None:
-        """Consolidate the metadata (one read opens the store) and show it under its final name."""
-        consolidate(self.url, self.storage_options)
-        if self.url != self.final_url:
-            os.replace(self.url, self.final_url)
+    def check_space(self, planes: int, shape: tuple[int, int]) -> None:
+        """Refuse at once a local output the disk cannot hold (all `planes` of full chunks)."""
+        if is_remote(self.url):
+            return
+        needed = planes * output_chunk_bytes(shape)
+        free = shutil.disk_usage(Path(self.url).parent).free
+        if free < needed:
+            raise OutputError(
+                f"Cannot write {self.final_url}: {disk_full_words(free, needed)}. Free some "
+                "space, choose another folder or a smaller extent."
+            )
+
+    def finish(self, attrs: dict | None = None) -> None:
+        """Record `attrs`, consolidate the metadata (one read opens the store) and show the
+        store under its final name."""
+        try:
+            if attrs:
+                group = zarr.open_group(
+                    zarr_store(self.url, self.storage_options, read_only=False, retry=self.retry)
+                )
+                group.attrs.update(attrs)
+            consolidate(self.url, self.storage_options, self.retry)
+            if self.url != self.final_url:
+                if os.path.exists(self.final_url):
+                    raise FileExistsError(errno.EEXIST, "exists", self.final_url)
+                os.rename(self.url, self.final_url)
+        except EmbeddingChangeError:
+            raise
+        except Exception as exc:
+            raise OutputError(
+                f"Could not finish the output {self.final_url}: {plain_cause(exc)}. Its partial "
+                "data was removed; choose a new name or run again."
+            ) from exc
+        if self.claim is not None:
+            self.claim.release()
 
     def discard(self) -> None:
-        """Remove whatever the run wrote."""
-        if is_remote(self.url):
-            fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-        else:
-            shutil.rmtree(self.url, ignore_errors=True)
+        """Remove whatever the run wrote and refuse the late writes of tasks still running."""
+        refuse_writes(self.url)
+        try:
+            if is_remote(self.url):
+                fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+                if fs.exists(path):
+                    fs.rm(path, recursive=True)
+            else:
+                shutil.rmtree(self.url, ignore_errors=True)
+        except Exception:  # a server gone: nothing more to do; the error that ended the run stands
+            pass
+        finally:
+            if self.claim is not None:
+                self.claim.release()
 
 
-def consolidate(url: str, storage_options: dict | None = None) -> None:
+def output_chunk_bytes(shape: tuple[int, int], itemsize: int = 4) -> int:
+    """Bytes of one (y, x) plane of the output in whole chunks (edge chunks are padded)."""
+    ny, nx = shape
+    return math.ceil(ny / OUTPUT_CHUNK) * math.ceil(nx / OUTPUT_CHUNK) * OUTPUT_CHUNK**2 * itemsize
+
+
+def consolidate(
+    url: str, storage_options: dict | None = None, retry: RetryPolicy = DEFAULT_POLICY
+) -> None:
     """Consolidate a store's metadata so that one read opens it (remote stores above all)."""
     with warnings.catch_warnings():
         # zarr warns that v3 has no consolidated metadata in its spec yet; readers that do not
         # know it fall back to the plain metadata, so the warning tells users nothing.
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
-        zarr.consolidate_metadata(zarr_store(url, storage_options, read_only=False))
+        zarr.consolidate_metadata(zarr_store(url, storage_options, read_only=False, retry=retry))
 
 
 def crs_attribute(crs: str | None) -> dict | None:
@@ -189,8 +261,11 @@ def create_empty_cube(
             consolidated=False,
             storage_options=target.storage_options or None,
         )
-    except OSError as exc:
-        raise OutputError(f"Cannot write the output {target.final_url}: {exc}") from exc
+    except Exception as exc:
+        raise OutputError(
+            f"Cannot write the output {target.final_url}: {plain_cause(exc)}. Check the folder "
+            "or bucket can be written to, then run again."
+        ) from exc
 
 
 @functools.lru_cache(maxsize=8)
@@ -207,11 +282,60 @@ def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: i
     may still be scoring a tile: that late tile is refused, not written, as writing it would
     bring the discarded folder (or prefix) back.
     """
-    array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
-    metadata = "zarr.json" if array.metadata.zarr_format == 3 else ".zarray"
-    if not sync(array.store.exists(f"{array.path}/{metadata}")):
-        raise OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
-    _, _, h, w = tile.shape
-    if not write_chunks(array, tile, y0, x0):
-        array[:, :, y0 : y0 + h, x0 : x0 + w] = tile
+    try:
+        array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
+        metadata = "zarr.json" if array.metadata.zarr_format == 3 else ".zarray"
+        if writes_refused(url) or not sync(array.store.exists(f"{array.path}/{metadata}")):
+            raise OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
+        _, _, h, w = tile.shape
+        if not write_chunks(array, tile, y0, x0):
+            array[:, :, y0 : y0 + h, x0 : x0 + w] = tile
+    except OutputError:
+        raise
+    except Exception as exc:
+        raise write_error(url, storage_options, y0, x0, exc) from exc
     return h * w
+
+
+def final_name(url: str) -> str:
+    """The output's own name for a run's working folder `.<name>.partial-<id>`."""
+    if is_remote(url):
+        return url
+    path = Path(url)
+    if path.name.startswith(".") and ".partial-" in path.name:
+        return str(path.parent / path.name[1:].rsplit(".partial-", 1)[0])
+    return url
+
+
+def write_error(url: str, storage_options: dict, y0: int, x0: int, exc) -> OutputError:
+    """An OutputError naming the output, the chunk key and its year, and the cause."""
+    if writes_refused(url):
+        return OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
+    key = failed_key(exc)
+    position = chunk_of_key(key, 4) if key else None
+    position = position or (0, 0, y0 // OUTPUT_CHUNK, x0 // OUTPUT_CHUNK)
+    try:
+        array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
+        key = chunk_key(array, position)
+        needed = array.shape[0] * array.shape[1] * output_chunk_bytes(array.shape[2:])
+        years = array.attrs.get("embedding_change:years") or _output_years(array)
+        which = f"year {years[position[0]]}"
+    except Exception:
+        key, needed, which = f"{SCORES}/c/{'/'.join(map(str, position))}", 0, "year unknown"
+    cause = plain_cause(exc)
+    fix = "Check the folder or bucket can be written to, then run again."
+    if cause == "disk full" and not is_remote(url):
+        free = shutil.disk_usage(Path(url).parent).free if Path(url).parent.exists() else 0
+        cause = disk_full_words(free, needed)
+        fix = "Free some space, choose another folder or a smaller extent."
+    elif cause == "permission denied":
+        fix = "Write where you have permission (folder rights, or the bucket's credentials)."
+    return OutputError(
+        f"Could not write {final_name(url)}, chunk {key} ({which}): {cause}. {fix} "
+        "The partial output was removed."
+    )
+
+
+def _output_years(array) -> list[int]:
+    root = zarr.open_group(array.store, mode="r")
+    return [int(y) for y in root["time"][...]]

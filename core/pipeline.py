@@ -10,7 +10,12 @@ thread and one row of output tiles' parts: it grows with the window's width, not
 from __future__ import annotations
 
 import functools
+import math
+import threading
 import time
+import uuid
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,11 +28,13 @@ from zarr.core.buffer.cpu import NDBuffer
 
 from . import kernels
 from .chunk_files import read_chunks, reused_buffer
-from .errors import ParameterError
+from .errors import EmbeddingChangeError, ParameterError, StoreError
+from .failures import chunk_key, chunk_of_key, decode_cause, failed_key, storage_chunks
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
 from .quantisation import SIGNED_SQUARE
+from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
 from .scheduling import run_tasks, runs_locally
-from .store import EmbeddingStore, cached_embedding_store, open_embedding_store
+from .store import EmbeddingStore, cached_embedding_store, open_embedding_store, remember_store
 from .window import PixelWindow, blocks, pixel_window
 
 
@@ -42,6 +49,13 @@ class BlockJob:
     methods: tuple[str, ...]
     metric: str
     robust_zscore: bool
+    retry: RetryPolicy = DEFAULT_POLICY
+    run: str = ""  # this run's id: absent chunks are counted per run
+
+
+# Chunks read as absent (all fill) per run id, on this machine's worker threads.
+_absent_chunks = Counter()
+_absent_lock = threading.Lock()
 
 
 def compute_change_scores(
@@ -60,22 +74,31 @@ def compute_change_scores(
     cancel: Callable[[], bool] | None = None,
     scheduler=None,
     output_storage_options: dict | None = None,
+    log: Callable[[str], None] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> xr.Dataset:
     """Score every pixel of the box's window and write the scores Zarr; returns it opened.
 
     bbox is (xmin, ymin, xmax, ymax) in the store's CRS (None: the whole store). progress(f)
     is called with the fraction of output tiles written; cancel() returning True stops the
-    run soon and removes its output. scheduler: None for local threads, a dask.distributed
-    address or Client to run on a cluster.
+    run within seconds and removes its output. scheduler: None for local threads, a
+    dask.distributed address or Client to run on a cluster. log(line) gets what the analyst
+    should know (retries, absent chunks, too few years for z-scores, swept leftovers).
+    retry: how remote requests retry and how long they may take (core.retry.RetryPolicy).
     """
     started = time.perf_counter()
-    methods = kernels.check_methods_and_metric(methods, metric)
+    log = log or (lambda line: None)
+    retry = retry or DEFAULT_POLICY
+    methods = kernels.check_methods_and_metric(as_names(methods, "methods"), metric)
     if zarr_format not in (None, 2, 3):
         raise ParameterError(f"zarr_format must be 2, 3 or None, not {zarr_format!r}.")
-    source = open_embedding_store(store, variable, storage_options)
+    bbox = check_bbox(bbox)
+    source = open_embedding_store(store, variable, storage_options, retry)
+    remember_store(source)
     year_indices = select_years(source, years)
+    warn_few_years(len(year_indices), methods, robust_zscore, log)
     window = pixel_window(source.grid, bbox)
-    target = OutputTarget.prepare(output, output_storage_options)
+    target = OutputTarget.prepare(output, output_storage_options, retry=retry, log=log)
     job = BlockJob(
         source.url,
         variable,
@@ -84,6 +107,8 @@ def compute_change_scores(
         methods,
         metric,
         robust_zscore,
+        retry,
+        uuid.uuid4().hex,
     )
     labels = kernels.score_labels(methods, metric, robust_zscore)
     chosen_years = [int(source.times[i]) for i in year_indices]
@@ -97,7 +122,9 @@ def compute_change_scores(
         attrs,
         zarr_format,
     )
+    retries_before = retry_count(source.url) + retry_count(target.url)
     try:
+        target.check_space(len(chosen_years) * len(labels), window.shape)
         if not runs_locally(scheduler):
             # Created before any task: a cluster worker still creating it after a cancel had
             # discarded the run would bring the store back, and with it late tiles.
@@ -105,10 +132,22 @@ def compute_change_scores(
             create = None
         writes = tile_writes(job, source, window, len(labels), target, create)
         run_tasks(writes, progress=progress, cancel=cancel, scheduler=scheduler)
-        target.finish()
-    except BaseException:
+        retries = retry_count(source.url) + retry_count(target.url) - retries_before
+        absent = _absent_chunks.pop(job.run, 0)
+        target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})
+    except BaseException as exc:
         target.discard()
-        raise
+        _absent_chunks.pop(job.run, None)
+        if isinstance(exc, EmbeddingChangeError) or not isinstance(exc, Exception):
+            raise
+        raise EmbeddingChangeError(
+            f"The run writing {target.final_url} failed: {type(exc).__name__}: {exc}. "
+            "Its output was removed; run again, and report this message if it repeats."
+        ) from exc
+    if retries:
+        log(f"{retries} requests were retried after transient errors; the values are complete.")
+    if absent:
+        log(f"{absent} chunks absent: treated as no data.")
     result = xr.open_zarr(
         target.final_url, storage_options=target.storage_options or None, consolidated=True
     )
@@ -116,12 +155,66 @@ def compute_change_scores(
     return result
 
 
+def as_names(value, what: str) -> tuple[str, ...]:
+    """A sequence of names; a bare string is one name, not its letters."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ParameterError(f"{what} must be a name or a list of names, not {value!r}.") from None
+
+
+def check_bbox(bbox):
+    """None, or (xmin, ymin, xmax, ymax) as 4 finite floats; anything else is named."""
+    if bbox is None:
+        return None
+    try:
+        values = tuple(float(v) for v in bbox)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or isinstance(bbox, str) or not all(math.isfinite(v) for v in values):
+        raise ParameterError(
+            f"The box {bbox!r} is not 4 finite numbers; give (xmin, ymin, xmax, ymax) in the "
+            "store's CRS, or None for the whole store."
+        )
+    return values
+
+
+def warn_few_years(n_years: int, methods, robust_zscore: bool, log) -> None:
+    """Say so when the chosen years are too few for some scores to be anything but NaN."""
+    lacking = []
+    if "loo_medoid" in methods and n_years < 3:
+        lacking.append("loo_medoid scores need 3 years with data")
+    if robust_zscore and n_years < 3:
+        lacking.append("robust z-scores need 3 scores per pixel")
+    if lacking:
+        message = (
+            f"Only {n_years} years: {' and '.join(lacking)}, so they will all be NaN. Choose "
+            "3 or more years, or turn the robust z-score off and use difference."
+        )
+        warnings.warn(message, UserWarning, stacklevel=3)
+        log(message)
+
+
 def select_years(source: EmbeddingStore, years) -> tuple[int, ...]:
     """Indices of the chosen years in the store's time axis (all when None), in time order."""
+    available = [int(t) for t in source.times]
+    if len(available) < 2:
+        raise StoreError(
+            f"The store {source.url} holds {len(available)} year(s) {available}; change scores "
+            "compare years, so they need a store with at least two."
+        )
     if years is None:
         return tuple(range(len(source.times)))
-    wanted = sorted({int(y) for y in years})
-    available = [int(t) for t in source.times]
+    if isinstance(years, str | int) or not hasattr(years, "__iter__"):
+        years = [years]
+    try:
+        wanted = sorted({int(y) for y in years})
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"Years must be whole years such as [2018, 2020], not {years!r}."
+        ) from None
     missing = [y for y in wanted if y not in available]
     if missing:
         raise ParameterError(
@@ -155,24 +248,97 @@ def run_attributes(source, window, years, methods, metric, robust_zscore) -> dic
 
 def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     """Read all years and bands of a block's pixels and score them: (time, score, y, x)."""
-    source = cached_embedding_store(job.url, job.variable, job.storage_options)
-    rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
+    source = cached_embedding_store(job.url, job.variable, job.storage_options, job.retry)
     shape = (len(job.year_indices), source.array.shape[1], *block.shape)
     values = reused_buffer(shape, source.dtype)
-    if not read_chunks(source.array, job.year_indices, block, values):
-        years = list(job.year_indices)
-        if job.year_indices == tuple(range(source.array.shape[0])):
-            years = slice(None)
-        selection = (years, slice(None), rows, cols)
-        source.array.get_orthogonal_selection(selection, out=NDBuffer.from_numpy_array(values))
+    try:
+        read_block(source, job.year_indices, block, values)
+    except Exception as exc:
+        raise read_error(source, job.year_indices, block, exc) from exc
+    nodata = source.quantisation.nodata
+    absent = mark_absent_years(values, source.array.fill_value, nodata)
+    if absent:
+        with _absent_lock:
+            _absent_chunks[job.run] += absent
     return kernels.change_scores(
         values,
         methods=job.methods,
         metric=job.metric,
         robust_zscore=job.robust_zscore,
         signed_square=source.quantisation.method == SIGNED_SQUARE,
-        nodata=source.quantisation.nodata,
+        nodata=nodata,
     )
+
+
+def read_block(source: EmbeddingStore, year_indices, block: PixelWindow, out: np.ndarray):
+    """The block's values of those years into `out`: chunk files directly, else through zarr."""
+    if read_chunks(source.array, year_indices, block, out):
+        return
+    rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)
+    years = list(year_indices)
+    if tuple(year_indices) == tuple(range(source.array.shape[0])):
+        years = slice(None)
+    selection = (years, slice(None), rows, cols)
+    source.array.get_orthogonal_selection(selection, out=NDBuffer.from_numpy_array(out))
+
+
+def mark_absent_years(values: np.ndarray, fill_value, nodata) -> int:
+    """Years of the block that read as all fill (absent chunks) become no data; their count.
+
+    An absent chunk reads as the store's fill_value, which need not be the no-data value:
+    under euclidean a fill of 0 would score as a real embedding. The kernel takes a year as
+    no data where its first band is `nodata` (NaN for floats), so that band is set to it.
+    """
+    fill = 0 if fill_value is None else fill_value
+    floats = values.dtype.kind == "f"
+    absent = 0
+    for i in range(values.shape[0]):
+        first = values[i, 0]
+        if floats and np.isnan(fill):
+            if not np.isnan(first).all() or not np.isnan(values[i]).all():
+                continue
+        elif not (first == fill).all() or not (values[i] == fill).all():
+            continue
+        absent += 1
+        if floats:
+            first[...] = np.nan
+        elif nodata is not None:
+            first[...] = nodata
+    return absent
+
+
+def read_error(source: EmbeddingStore, year_indices, block: PixelWindow, exc) -> StoreError:
+    """A StoreError naming the store, the chunk key and its year, and the cause in plain words."""
+    array = source.array
+    per_object = storage_chunks(array)
+    key = failed_key(exc)
+    position = chunk_of_key(key, array.ndim) if key else None
+    cause = exc
+    if position is None:  # e.g. a decode error: find the year by reading one at a time
+        position, cause = _failing_year(source, year_indices, block, exc)
+    key = chunk_key(array, position)
+    t = position[0] * per_object[0]
+    year = int(source.times[t]) if per_object[0] == 1 and t < len(source.times) else None
+    words = decode_cause(cause)
+    fix = "Check the network and the server, then run again."
+    if words.startswith("damaged chunk"):
+        fix = "Rewrite that chunk from its source, or leave that year out (years)."
+    elif words == "permission denied":
+        fix = "Give read access to the store (file permissions, or the bucket's credentials)."
+    which = f"year {year}" if year is not None else f"time chunk {position[0]}"
+    return StoreError(f"Could not read {source.url}, chunk {key} ({which}): {words}. {fix}")
+
+
+def _failing_year(source, year_indices, block, exc):
+    per_object = storage_chunks(source.array)
+    position = (0, 0, block.row0 // per_object[2], block.col0 // per_object[3])
+    one = np.empty((1, source.array.shape[1], *block.shape), source.dtype)
+    for t in year_indices:
+        try:
+            read_block(source, (t,), block, one)
+        except Exception as error:
+            return (t // per_object[0], *position[1:]), error
+    return (year_indices[0] // per_object[0], *position[1:]), exc
 
 
 def tile_writes(job, source, window, n_scores, target, create=None) -> list:

@@ -1,15 +1,17 @@
 """Run dask tasks with progress and cancel, on local threads or a dask.distributed cluster.
 
-Cancel is checked before each task starts (local) or a few times a second (distributed). On
-local threads the tasks already running finish before the call returns, so the caller can
-clean up their output safely. On a cluster, cancelled futures report cancelled at once while a
-worker may still be finishing a task; output.write_tile refuses such a late tile once the run's
-store is gone, so it cannot bring the discarded folder back.
+Cancel is checked a few times a second, and before each task starts. A cancelled or failed
+run returns at once, even while tasks are blocked in I/O (a server that stopped answering):
+they are abandoned, end when their request's deadline passes (core.retry) and start no other
+task. On a cluster, cancelled futures report cancelled at once while a worker may still be
+finishing a task. Either way output.write_tile refuses such a late tile once the run's store
+is discarded, so it cannot bring the discarded folder back.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +53,11 @@ def runs_locally(scheduler) -> bool:
 def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list:
     watched = {task.key for task in tasks}
     done = 0
+    stopped = threading.Event()
 
     def before_task(key, dsk, state):
-        if cancel():
+        if stopped.is_set() or cancel():
+            stopped.set()
             raise CancelledError("Cancelled: the output was removed.")
 
     def after_task(key, result, dsk, state, worker_id):
@@ -62,13 +66,34 @@ def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list
             done += 1
             progress(done / len(watched))
 
-    workers = workers or os.cpu_count() or 2
-    # Leaving the executor waits for the tasks already running.
-    with (
-        ThreadPoolExecutor(workers) as pool,
-        Callback(pretask=before_task, posttask=after_task),
-    ):
-        return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 2)
+    # This run's own callbacks, not dask's global ones: a run abandoned on cancel may still be
+    # winding down while another starts.
+    callbacks = [Callback(pretask=before_task, posttask=after_task)._callback]
+    outcome = {}
+    finished = threading.Event()
+
+    def compute():
+        try:
+            outcome["result"] = list(
+                dask.compute(*tasks, scheduler="threads", pool=pool, callbacks=callbacks)
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=compute, name="embedding-change-run", daemon=True).start()
+    try:
+        while not finished.wait(POLL_SECONDS):
+            if cancel():
+                raise CancelledError("Cancelled: the output was removed.")
+    finally:
+        stopped.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:

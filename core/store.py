@@ -6,9 +6,9 @@ Zarr v2 and v3, consolidated or not.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +17,10 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from .errors import StoreError
+from .failures import plain_cause
 from .grid import Grid
 from .quantisation import Quantisation
+from .retry import DEFAULT_POLICY, RetryingStore, RetryPolicy
 
 EMBEDDING_DIMS = ("time", "band", "y", "x")
 
@@ -36,6 +38,7 @@ class EmbeddingStore:
     grid: Grid
     quantisation: Quantisation
     attrs: dict
+    retry: RetryPolicy = DEFAULT_POLICY
 
     @property
     def dtype(self) -> np.dtype:
@@ -60,12 +63,17 @@ def is_remote(url: str) -> bool:
     return "://" in url
 
 
-# One botocore attempt per request and a bounded connect: s3fs already retries timeouts and
-# throttling itself. Botocore's own retries (~6 s for a refused connection) kept zarr's other
-# metadata reads running after the open had failed; when the process then ended (qgis_process),
-# those half-done aiobotocore coroutines were closed outside their context and printed
+# One botocore attempt per request and a bounded connect: core.retry retries (and s3fs's own
+# retries are turned off in zarr_store), so one place decides how long a request may take.
+# Botocore's own retries (~6 s for a refused connection) kept zarr's other metadata reads
+# running after the open had failed; when the process then ended (qgis_process), those
+# half-done aiobotocore coroutines were closed outside their context and printed
 # "Exception ignored ... was created in a different Context" under the clean error.
-S3_CLIENT_CONFIG = {"retries": {"total_max_attempts": 1}, "connect_timeout": 10}
+S3_CLIENT_CONFIG = {
+    "retries": {"total_max_attempts": 1},
+    "connect_timeout": 5,
+    "read_timeout": DEFAULT_POLICY.request_timeout,
+}
 
 
 def storage_options_for(url: str, storage_options: dict | None) -> dict:
@@ -89,22 +97,45 @@ def storage_options_for(url: str, storage_options: dict | None) -> dict:
     return options
 
 
-def zarr_store(url: str, storage_options: dict | None = None, *, read_only: bool = True):
-    """The zarr-python store object for a path or URL."""
+def zarr_store(
+    url: str,
+    storage_options: dict | None = None,
+    *,
+    read_only: bool = True,
+    retry: RetryPolicy = DEFAULT_POLICY,
+):
+    """The zarr-python store object for a path or URL; remote ones retry (core.retry)."""
     if not is_remote(url):
         return LocalStore(url, read_only=read_only)
-    return FsspecStore.from_url(
+    store = FsspecStore.from_url(
         url, storage_options=storage_options_for(url, storage_options), read_only=read_only
     )
+    store.fs.retries = 1  # s3fs's own loop (5 tries of up to 15 s) would hide core.retry's
+    return RetryingStore(store, url, retry)
 
 
 def open_embedding_store(
-    store, variable: str = "embeddings", storage_options: dict | None = None
+    store,
+    variable: str = "embeddings",
+    storage_options: dict | None = None,
+    retry: RetryPolicy = DEFAULT_POLICY,
 ) -> EmbeddingStore:
     """Open the cube and check it is (time, band, y, x) with a grid; errors say what to fix."""
     url = store_url(store)
     options = dict(storage_options or {})
-    group = _open_group(url, options)
+    group = _open_group(url, options, retry)
+    try:
+        return _embedding_store(group, url, variable, options, retry)
+    except StoreError:
+        raise
+    except Exception as exc:  # a metadata or coordinate read that failed after retries
+        raise StoreError(
+            f"Could not read the metadata of {url}: {plain_cause(exc)}. Check the network, "
+            "the endpoint and the credentials, then run again."
+        ) from exc
+
+
+def _embedding_store(group, url, variable, options, retry) -> EmbeddingStore:
     if variable not in group.array_keys():
         found = sorted(group.array_keys())
         raise StoreError(
@@ -133,19 +164,43 @@ def open_embedding_store(
         grid=grid,
         quantisation=Quantisation.from_attrs(attrs, array.dtype),
         attrs=attrs,
+        retry=retry,
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_store(url: str, options_json: str, variable: str) -> EmbeddingStore:
-    return open_embedding_store(url, variable, json.loads(options_json))
+_opened: dict[tuple, EmbeddingStore] = {}
+_opened_lock = threading.Lock()
+OPENED_STORES = 16  # the most stores kept open per process
+
+
+def _cache_key(url: str, variable: str, storage_options: dict | None, retry: RetryPolicy):
+    return url, variable, json.dumps(storage_options or {}, sort_keys=True), retry
 
 
 def cached_embedding_store(
-    url: str, variable: str, storage_options: dict | None = None
+    url: str,
+    variable: str,
+    storage_options: dict | None = None,
+    retry: RetryPolicy = DEFAULT_POLICY,
 ) -> EmbeddingStore:
     """The same store opened once per process: block tasks on dask workers call this."""
-    return _cached_store(url, json.dumps(storage_options or {}, sort_keys=True), variable)
+    key = _cache_key(url, variable, storage_options, retry)
+    with _opened_lock:
+        source = _opened.get(key)
+    if source is None:
+        source = open_embedding_store(url, variable, storage_options, retry)
+        remember_store(source)
+    return source
+
+
+def remember_store(source: EmbeddingStore) -> None:
+    """Keep an opened store for cached_embedding_store, so local worker threads do not open
+    it again (against a slow server each open is a dozen metadata reads in a row)."""
+    key = _cache_key(source.url, source.variable, source.storage_options, source.retry)
+    with _opened_lock:
+        _opened[key] = source
+        while len(_opened) > OPENED_STORES:
+            _opened.pop(next(iter(_opened)))
 
 
 def array_dims(array: zarr.Array) -> tuple[str, ...]:
@@ -185,9 +240,9 @@ def _coordinate(group: zarr.Group, name: str, default) -> np.ndarray:
     return np.asarray(default)
 
 
-def _open_group(url: str, storage_options: dict) -> zarr.Group:
+def _open_group(url: str, storage_options: dict, retry: RetryPolicy) -> zarr.Group:
     try:
-        return zarr.open_group(zarr_store(url, storage_options), mode="r")
+        return zarr.open_group(zarr_store(url, storage_options, retry=retry), mode="r")
     except FileNotFoundError as exc:
         raise StoreError(
             f"No Zarr store at {url}. Check the path or URL (and the endpoint or credentials "
@@ -195,6 +250,6 @@ def _open_group(url: str, storage_options: dict) -> zarr.Group:
         ) from exc
     except Exception as exc:  # fsspec/botocore/aiohttp raise many kinds
         raise StoreError(
-            f"Could not open the Zarr store {url}: {type(exc).__name__}: {exc}. Check the URL, "
+            f"Could not open the Zarr store {url}: {plain_cause(exc)}. Check the URL, "
             "the network and the storage options (endpoint_url, anon, key/secret)."
         ) from exc
