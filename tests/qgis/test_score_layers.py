@@ -137,8 +137,8 @@ def test_each_year_is_one_whole_calendar_year_in_this_qgis_layout(project, score
     for layer in layers:
         years = band_years(layer)  # checks the mode and that each range is 1 Jan to 1 Jan
         if YEARS_AS_BANDS:
-            assert (layer.bandCount(), list(years.values())) == (9, scores_store.years)
-            assert [layer.bandName(n).endswith(str(y)) for n, y in years.items()] == [True] * 9
+            assert list(years.values()) == scores_store.years
+            assert all(layer.bandName(n).endswith(str(y)) for n, y in years.items())
         else:
             assert list(years.values()) == [int(layer.name())]
 
@@ -155,10 +155,8 @@ def test_high_zscores_are_painted_opaque_red_in_their_year_only_and_ordinary_one
     ordinary[10:20, 5:15] = False
     assert (event[ordinary][:, 3] == 0).all()
     for year in (2017, 2019, 2021, 2025):  # the other years' frames do not show 2020's event
-        assert (
-            rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, year))[..., 3]
-            == 0
-        ).all(), year
+        calm = rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, year))
+        assert (calm[..., 3] == 0).all(), year
 
     ramp = layers[0].renderer().shader().rasterShaderFunction()
     alpha = {z: ramp.shade(z)[4] for z in (-5.0, 0.0, 1.9, 3.0, 4.0, 6.0, 8.0, 30.0)}
