@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 ALGORITHMS = [
     "embeddingchange:buildmultiscales",
+    "embeddingchange:changehotspots",
     "embeddingchange:changescores",
     "embeddingchange:installdependencies",
 ]

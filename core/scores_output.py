@@ -1,0 +1,42 @@
+"""A finished scores output, opened for reading: its array, years, score labels and grid."""
+
+from __future__ import annotations
+
+from .errors import StoreError
+from .grid import Grid
+from .store import EmbeddingStore, open_embedding_store
+
+SCORES_VARIABLE = "scores"
+
+
+def default_score(bands) -> str:
+    """The loo_medoid robust z-score if the output has one, else its first z-score or score."""
+    bands = [str(b) for b in bands]
+    for wanted in (
+        lambda b: b.startswith("loo_medoid") and b.endswith("robust_time_zscore"),
+        lambda b: b.endswith("zscore"),
+    ):
+        found = [b for b in bands if wanted(b)]
+        if found:
+            return found[0]
+    return bands[0]
+
+
+def open_scores(scores) -> EmbeddingStore:
+    """The scores output opened as a cube (time, band, y, x); a clear error for anything else."""
+    try:
+        source = open_embedding_store(scores, SCORES_VARIABLE)
+    except StoreError as exc:
+        raise StoreError(
+            f"{scores} is not a change scores output (a Zarr folder with a 'scores' variable, "
+            f"as Change scores writes it): {exc}"
+        ) from exc
+    if source.dtype.kind != "f":
+        raise StoreError(f"{scores} holds {source.dtype} values; change scores are floats.")
+    return source
+
+
+def gdal_geotransform(grid: Grid) -> tuple[float, ...]:
+    """GDAL's (c, a, b, f, d, e) from the grid's spatial:transform (a, b, c, d, e, f)."""
+    a, b, c, d, e, f = grid.transform
+    return (c, a, b, f, d, e)
