@@ -32,10 +32,12 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
     def loadAlgorithms(self):
         from ..algorithms.build_multiscales import BuildMultiscalesAlgorithm
         from ..algorithms.change_hotspots import ChangeHotspotsAlgorithm
+        from ..algorithms.change_profile import ChangeProfileAlgorithm
         from ..algorithms.change_scores import ChangeScoresAlgorithm
         from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 
         self.addAlgorithm(ChangeScoresAlgorithm())
         self.addAlgorithm(BuildMultiscalesAlgorithm())
         self.addAlgorithm(ChangeHotspotsAlgorithm())
+        self.addAlgorithm(ChangeProfileAlgorithm())
         self.addAlgorithm(InstallDependenciesAlgorithm())

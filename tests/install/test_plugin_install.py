@@ -33,6 +33,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 ALGORITHMS = [
     "embeddingchange:buildmultiscales",
     "embeddingchange:changehotspots",
+    "embeddingchange:changeprofile",
     "embeddingchange:changescores",
     "embeddingchange:installdependencies",
 ]
