@@ -137,9 +137,8 @@ def test_license_file_is_the_gpl_v2_the_metadata_names(plugin_zip, metadata):
     assert "or (at your option) any later version" in " ".join(header.split())
     assert "Version 2, June 1991" in text
     assert "TERMS AND CONDITIONS FOR COPYING, DISTRIBUTION AND MODIFICATION" in text
-    debian_copy = Path("/usr/share/common-licenses/GPL-2")
-    if debian_copy.is_file():
-        assert text.endswith(debian_copy.read_text(encoding="utf-8"))
+    assert "NO WARRANTY" in text and "END OF TERMS AND CONDITIONS" in text
+    # (Not compared with /usr/share/common-licenses/GPL-2: Debian releases edit that copy.)
 
 
 def test_building_twice_gives_identical_bytes(plugin_zip, tmp_path):
