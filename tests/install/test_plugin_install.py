@@ -153,22 +153,24 @@ def test_without_dependencies_every_algorithm_is_listed_and_a_run_says_what_is_m
 
 
 @pytest.fixture(scope="module")
-def xvfb():
+def xvfb(tmp_path_factory):
     """A virtual screen for the QGIS desktop; its DISPLAY."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (scripts/install.sh installs it)")
-    for number in range(90, 140):
-        if not Path(f"/tmp/.X{number}-lock").exists():
-            break
-    server = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
+    number = next(n for n in range(90, 140) if not Path(f"/tmp/.X{n}-lock").exists())
+    log = tmp_path_factory.mktemp("xvfb") / "xvfb.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            ["Xvfb", f":{number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    # Its keymap compiler can take a while on a busy machine.
+    deadline = time.monotonic() + 90
     while not Path(f"/tmp/.X11-unix/X{number}").exists():
         if server.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("Xvfb did not start")
-        time.sleep(0.1)
+            server.kill()
+            pytest.fail(f"Xvfb did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
     yield f":{number}"
     server.terminate()
     server.wait(timeout=10)
