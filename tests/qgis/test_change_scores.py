@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProject,
 )
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QApplication
 
 from embedding_change.algorithms.change_scores import (
@@ -267,7 +268,9 @@ def test_cancel_stops_the_run_and_leaves_no_output(provider, aef_store, tmp_path
         progress.append(value)
         feedback.cancel()
 
-    feedback.progressChanged.connect(cancel_after_first_tile)
+    # Direct: the engine reports progress from its own thread, and the blocking run leaves the
+    # main thread no event loop to deliver a queued signal in.
+    feedback.progressChanged.connect(cancel_after_first_tile, Qt.DirectConnection)
     with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
         run(
             {
