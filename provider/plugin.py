@@ -1,4 +1,5 @@
-"""The plugin: registers the Processing provider and adds "Change scores for this view".
+"""The plugin: registers the Processing provider, adds "Change scores for this view" and the
+map tool "Explain change at a pixel".
 
 The button and menu entry open the algorithm's dialog with the canvas extent filled in;
 the dialog runs it as a background task. When the engine's Python packages are missing, a
@@ -10,6 +11,7 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from ..gui.change_map_tool import ChangeExplainer
 from ..gui.dependency_notice import INSTALL_TEXT, DependencyNotice
 from ..resources import ICON
 from .dependency_check import load_dependencies
@@ -30,6 +32,7 @@ class EmbeddingChangePlugin:
         self.install_action = None
         self.toolbar = None
         self.notice = None
+        self.explainer = None
 
     def initProcessing(self):
         """Called by QGIS and qgis_process: makes the algorithms available (no GUI needed)."""
@@ -47,6 +50,9 @@ class EmbeddingChangePlugin:
         self.toolbar.setObjectName("EmbeddingChangeToolbar")
         self.toolbar.addAction(self.action)
         self.iface.addPluginToMenu(MENU, self.action)
+        self.explainer = ChangeExplainer(self.iface)
+        self.toolbar.addAction(self.explainer.action)
+        self.iface.addPluginToMenu(MENU, self.explainer.action)
 
         self.notice = DependencyNotice(self.iface)
         self.install_action = QAction(INSTALL_TEXT, self.iface.mainWindow())
@@ -56,6 +62,10 @@ class EmbeddingChangePlugin:
         self.notice.show(load_dependencies())
 
     def unload(self):
+        if self.explainer is not None:
+            self.iface.removePluginMenu(MENU, self.explainer.action)
+            self.explainer.unload()
+            self.explainer = None
         for action in (self.action, self.install_action):
             if action is not None:
                 self.iface.removePluginMenu(MENU, action)

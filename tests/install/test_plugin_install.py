@@ -204,6 +204,7 @@ def test_the_desktop_starts_without_a_python_error_and_offers_the_install(
     assert not [item for item in seen["message_bar"] if "error" in item["title"].lower()]
     assert seen["plugin_menus"]["&Embedding change"] == [
         "Change scores for this view",
+        "Explain change at a pixel",
         "Install dependencies…",
     ]
 

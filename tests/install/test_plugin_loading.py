@@ -19,6 +19,8 @@ LOADED_AT_START = (
     "embedding_change.provider.provider",
     "embedding_change.provider.dependency_check",
     "embedding_change.gui.dependency_notice",
+    "embedding_change.gui.change_map_tool",
+    "embedding_change.gui.change_profile_dock",
     "embedding_change.algorithms.change_scores",
     "embedding_change.algorithms.build_multiscales",
     "embedding_change.algorithms.change_hotspots",
