@@ -34,10 +34,12 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
         from ..algorithms.change_hotspots import ChangeHotspotsAlgorithm
         from ..algorithms.change_profile import ChangeProfileAlgorithm
         from ..algorithms.change_scores import ChangeScoresAlgorithm
+        from ..algorithms.export_scores import ExportScoresAlgorithm
         from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 
         self.addAlgorithm(ChangeScoresAlgorithm())
         self.addAlgorithm(BuildMultiscalesAlgorithm())
         self.addAlgorithm(ChangeHotspotsAlgorithm())
         self.addAlgorithm(ChangeProfileAlgorithm())
+        self.addAlgorithm(ExportScoresAlgorithm())
         self.addAlgorithm(InstallDependenciesAlgorithm())

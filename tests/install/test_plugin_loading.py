@@ -25,6 +25,7 @@ LOADED_AT_START = (
     "embedding_change.algorithms.build_multiscales",
     "embedding_change.algorithms.change_hotspots",
     "embedding_change.algorithms.change_profile",
+    "embedding_change.algorithms.export_scores",
     "embedding_change.algorithms.install_dependencies",
     "embedding_change.algorithms.score_layers",
     "embedding_change.algorithms.pyramid_layers",
