@@ -34,6 +34,7 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
         from ..algorithms.change_hotspots import ChangeHotspotsAlgorithm
         from ..algorithms.change_profile import ChangeProfileAlgorithm
         from ..algorithms.change_scores import ChangeScoresAlgorithm
+        from ..algorithms.embedding_rgb import EmbeddingRgbAlgorithm
         from ..algorithms.export_scores import ExportScoresAlgorithm
         from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
 
@@ -42,4 +43,5 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
         self.addAlgorithm(ChangeHotspotsAlgorithm())
         self.addAlgorithm(ChangeProfileAlgorithm())
         self.addAlgorithm(ExportScoresAlgorithm())
+        self.addAlgorithm(EmbeddingRgbAlgorithm())
         self.addAlgorithm(InstallDependenciesAlgorithm())

@@ -35,6 +35,7 @@ ALGORITHMS = [
     "embeddingchange:changehotspots",
     "embeddingchange:changeprofile",
     "embeddingchange:changescores",
+    "embeddingchange:embeddingrgb",
     "embeddingchange:exportscores",
     "embeddingchange:installdependencies",
 ]
