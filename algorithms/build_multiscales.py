@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 
 from qgis.core import (
     QgsProcessingException,
@@ -73,6 +74,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
         self.require_dependencies()
         from ..core import build_multiscales
         from ..core.errors import EmbeddingChangeError
+        from ..core.failures import one_line_message
 
         source = self.parameterAsFile(parameters, self.INPUT, context).strip()
         variable = self.parameterAsString(parameters, self.VARIABLE, context).strip() or "scores"
@@ -93,8 +95,12 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
             )
-        except EmbeddingChangeError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # the engine's errors, and anything it did not foresee
+            if not isinstance(exc, EmbeddingChangeError):
+                feedback.pushDebugInfo(traceback.format_exc())
+            raise QgsProcessingException(one_line_message(exc)) from exc
         shapes = [tree[level][variable].shape[2:] for level in sorted(tree.children, key=int)]
         tree.close()
         feedback.pushInfo(

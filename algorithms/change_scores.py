@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import traceback
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -15,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterString,
+    QgsSettings,
 )
 
 from . import layer_sources, score_layers
@@ -38,6 +40,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     YEARS = "YEARS"
     STORAGE_OPTIONS = "STORAGE_OPTIONS"
     SCHEDULER = "SCHEDULER"
+    LOAD = "LOAD"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -66,7 +69,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             "S3-compatible server; public s3:// buckets are read anonymously. Scheduler: a "
             "dask.distributed address (tcp://host:8786), empty to use this computer.\n\n"
             "The output is a Zarr folder of scores(time, band, y, x); it loads as a group per "
-            "score with a layer per year, animated by the temporal controller."
+            "score (LOO medoid z-score shown first), animated by the temporal controller from "
+            "the year with the most change. A one-year event shows in one year with "
+            "loo_medoid, in two with difference (the event year and the year after).\n\n"
+            "The dialog opened from the toolbar button starts from the last run's settings."
         )
 
     def initAlgorithm(self, config=None):
@@ -114,6 +120,9 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(
+            QgsProcessingParameterBoolean(self.LOAD, "Load layers on completion", True)
+        )
+        self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "Change scores (Zarr folder)")
         )
 
@@ -121,6 +130,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         self.require_dependencies()
         from ..core import compute_change_scores, kernels
         from ..core.errors import EmbeddingChangeError
+        from ..core.failures import one_line_message
         from ..core.store import open_embedding_store
 
         store = self.parameterAsString(parameters, self.STORE, context).strip()
@@ -134,12 +144,15 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         )
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        load = self.parameterAsBoolean(parameters, self.LOAD, context)
         if not store:
             raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
+        remember_parameters(parameters, output)
 
         self.make_output_parent(output)
         started = time.perf_counter()
         try:
+            feedback.pushInfo(f"Opening the store {store} …")
             source = open_embedding_store(store, variable or "embeddings", options)
             bbox = self.store_bbox(parameters, context, source.grid.crs)
             feedback.pushInfo(
@@ -147,6 +160,8 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 f"{source.grid.shape[1]} x {source.grid.shape[0]} pixels in "
                 f"{source.grid.crs or 'its own grid'}; extent there: {fmt_bbox(bbox)}"
             )
+            warn_if_clipped(feedback, bbox, source.grid.bbox)
+            feedback.pushInfo("Preparing the scoring kernel (compiled once per machine) …")
             compiled = kernels.warm_up(source.dtype, len(set(years or source.times)))
             if compiled > 2:
                 feedback.pushInfo(
@@ -164,19 +179,36 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 years=years,
                 storage_options=options,
                 zarr_format=layer_sources.zarr_format_for_layers(),
-                progress=lambda fraction: feedback.setProgress(100 * fraction),
+                progress=StageProgress(feedback),
                 cancel=feedback.isCanceled,
                 scheduler=scheduler,
+                log=feedback.pushInfo,
             )
-        except EmbeddingChangeError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # the engine's errors, and anything it did not foresee
+            if not isinstance(exc, EmbeddingChangeError):
+                feedback.pushDebugInfo(traceback.format_exc())
+            raise QgsProcessingException(one_line_message(exc)) from exc
         seconds = time.perf_counter() - started
         years_done = [int(y) for y in scores["time"].values]
         bands_done = [str(b) for b in scores["band"].values]
         report_run(feedback, scores.attrs, output, bands_done, seconds)
         scores.close()
-
-        loaded = score_layers.register_score_layers(output, years_done, bands_done, context)
+        temporary = score_layers.is_temporary_output(output)
+        if temporary:
+            feedback.pushWarning(
+                f"The output {output} is a temporary folder: QGIS removes it when it exits. "
+                "Give a Zarr folder as output to keep the scores."
+            )
+        if not load:
+            feedback.pushInfo("Layers not loaded (Load layers on completion is off).")
+            return {self.OUTPUT: output}
+        feedback.pushInfo("Loading layers …")
+        run_name = score_layers.temporary_run_name(bbox) if temporary else None
+        loaded = score_layers.register_score_layers(
+            output, years_done, bands_done, context, run_name=run_name, load_check=self.id()
+        )
         if loaded:
             feedback.pushInfo(f"{loaded} score layers will load into the project.")
         return {self.OUTPUT: output}
@@ -194,10 +226,85 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             extent = self.parameterAsExtent(parameters, self.EXTENT, context)
         if extent.isNull() or extent.isEmpty():
             raise QgsProcessingException(
-                "The extent is empty or cannot be placed in the store's CRS; draw or type an "
-                "extent with its CRS, e.g. -105.3,-105.2,40.0,40.1 [EPSG:4326]."
+                f"The extent {extent.toString(6)} is empty (zero width or height; an empty "
+                "project gives 0,0,0,0) or cannot be placed in the store's CRS: zoom the map to "
+                "the area and use the canvas extent, draw it, or type it with its CRS, e.g. "
+                "-105.3,-105.2,40.0,40.1 [EPSG:4326]."
             )
         return (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+
+
+SETTINGS = "embedding_change/change_scores"
+REMEMBERED = ("STORE", "VARIABLE", "METHODS", "METRIC", "ROBUST_ZSCORE", "YEARS")
+
+
+def remember_parameters(parameters: dict, output: str) -> None:
+    """Keep this run's choices (and the output's folder) for the next dialog from the button."""
+    settings = QgsSettings()
+    for name in REMEMBERED:
+        try:
+            text = json.dumps(parameters[name])
+        except (KeyError, TypeError, ValueError):
+            continue  # not given, or not a plain value (a model's expression)
+        settings.setValue(f"{SETTINGS}/{name}", text)
+    if "://" not in output and not score_layers.is_temporary_output(output):
+        from pathlib import Path
+
+        settings.setValue(f"{SETTINGS}/output_folder", str(Path(output).absolute().parent))
+
+
+def remembered_parameters() -> dict:
+    """The last run's choices as dialog parameters, with a new output in the last folder."""
+    settings = QgsSettings()
+    parameters = {}
+    for name in REMEMBERED:
+        text = settings.value(f"{SETTINGS}/{name}", None)
+        if text is None:
+            continue
+        try:
+            parameters[name] = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+    folder = settings.value(f"{SETTINGS}/output_folder", "")
+    if folder:
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        parameters["OUTPUT"] = f"{folder}/change_scores_{stamp}.zarr"
+    return parameters
+
+
+def warn_if_clipped(feedback, bbox, store_bbox) -> None:
+    """A warning naming the part kept when the extent reaches outside the store."""
+    kept = (
+        max(bbox[0], store_bbox[0]),
+        max(bbox[1], store_bbox[1]),
+        min(bbox[2], store_bbox[2]),
+        min(bbox[3], store_bbox[3]),
+    )
+    if kept == tuple(bbox) or kept[0] >= kept[2] or kept[1] >= kept[3]:
+        return  # inside, or all outside (the engine says so)
+    share = (kept[2] - kept[0]) * (kept[3] - kept[1]) / ((bbox[2] - bbox[0]) * (bbox[3] - bbox[1]))
+    feedback.pushWarning(
+        f"The extent reaches outside the store: kept {fmt_bbox(kept)} "
+        f"({share:.0%} of the extent asked for)."
+    )
+
+
+class StageProgress:
+    """The engine's progress on the bar, and in the log each quarter of the tiles scored."""
+
+    def __init__(self, feedback):
+        self.feedback = feedback
+        self.reported = 0
+
+    def __call__(self, fraction: float) -> None:
+        self.feedback.setProgress(100 * fraction)
+        quarter = int(4 * fraction + 1e-9)
+        if quarter > self.reported:
+            self.reported = quarter
+            self.feedback.pushInfo(
+                f"Reading and scoring: {25 * quarter}% of the tiles done"
+                + (", written." if quarter == 4 else " …")
+            )
 
 
 def parse_years(text: str | None) -> list[int] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import re
 
-from .retry import RequestFailedError, transient_cause
+from .retry import RequestFailedError, exception_chain, transient_cause
 
 MIB = 2**20
 
@@ -49,7 +49,7 @@ def failed_key(exc: BaseException) -> str | None:
     failed = _find(exc, RequestFailedError)
     if failed is not None:
         return failed.key
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         name = getattr(error, "filename", None)
         if name:
             return str(name)
@@ -81,25 +81,33 @@ def disk_full_words(free_bytes: int, needed_bytes: int) -> str:
     )
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def _find(exc: BaseException, kind):
-    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
+    return next((e for e in exception_chain(exc) if isinstance(e, kind)), None)
 
 
 def _errno(exc: BaseException) -> int | None:
-    return next((e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno), None)
+    return next((e.errno for e in exception_chain(exc) if isinstance(e, OSError) and e.errno), None)
 
 
 def _has_code(exc: BaseException, codes) -> bool:
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         response = getattr(error, "response", None)
         if isinstance(response, dict) and response.get("Error", {}).get("Code") in codes:
             return True
     return False
+
+
+def one_line_message(exc: BaseException) -> str:
+    """What a front end (QGIS) shows for any exception: the engine's own message as it is,
+    anything else as one line with its kind, never a traceback."""
+    from .errors import EmbeddingChangeError
+
+    if isinstance(exc, EmbeddingChangeError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or "no details"
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return (
+        f"Unexpected error ({type(exc).__name__}): {text}. Nothing was written; please report "
+        "this message with the log (its debug lines hold the details)."
+    )

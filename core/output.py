@@ -190,7 +190,7 @@ def create_scores_store(
     zarr_format: int | None,
 ) -> None:
     """Write the empty scores dataset: metadata, coordinates and a NaN-filled `scores` array."""
-    create_empty_cube(
+    _create_or_drop(
         target,
         SCORES,
         grid,
@@ -202,6 +202,15 @@ def create_scores_store(
         compressors=SCORES_COMPRESSORS,
         mode="w-",
     )
+
+
+def _create_or_drop(target: OutputTarget, *args, **kwargs) -> None:
+    """create_empty_cube, unless (or undone if) the run was discarded meanwhile: the task
+    creating the output may still run when a cancel or an error has discarded the run."""
+    if writes_refused(target.url):
+        raise OutputError(f"The run writing {target.final_url} was discarded.")
+    create_empty_cube(target, *args, **kwargs)
+    remove_if_refused(target.url)
 
 
 def create_empty_cube(
@@ -252,14 +261,13 @@ def create_empty_cube(
     }
     try:
         ds.to_zarr(
-            target.url,
+            zarr_store(target.url, target.storage_options, read_only=False, retry=target.retry),
             group=group,
             mode=mode,
             compute=False,
             zarr_format=zarr_format,
             encoding=encoding,
             consolidated=False,
-            storage_options=target.storage_options or None,
         )
     except Exception as exc:
         raise OutputError(
@@ -269,13 +277,20 @@ def create_empty_cube(
 
 
 @functools.lru_cache(maxsize=8)
-def _scores_array(url: str, options_json: str) -> zarr.Array:
+def _scores_array(url: str, options_json: str, retry: RetryPolicy = DEFAULT_POLICY) -> zarr.Array:
     """The output array, opened once per process (write tasks run on dask workers)."""
-    store = zarr_store(url, json.loads(options_json), read_only=False)
+    store = zarr_store(url, json.loads(options_json), read_only=False, retry=retry)
     return zarr.open_array(store, path=SCORES)
 
 
-def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: int) -> int:
+def write_tile(
+    tile: np.ndarray,
+    url: str,
+    storage_options: dict,
+    y0: int,
+    x0: int,
+    retry: RetryPolicy = DEFAULT_POLICY,
+) -> int:
     """Write a (time, band, y, x) tile at output pixel (y0, x0); returns the pixels written.
 
     A run that was cancelled or failed has already discarded its store while a dask worker
@@ -283,18 +298,28 @@ def write_tile(tile: np.ndarray, url: str, storage_options: dict, y0: int, x0: i
     bring the discarded folder (or prefix) back.
     """
     try:
-        array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
+        array = _scores_array(url, json.dumps(storage_options, sort_keys=True), retry)
         metadata = "zarr.json" if array.metadata.zarr_format == 3 else ".zarray"
         if writes_refused(url) or not sync(array.store.exists(f"{array.path}/{metadata}")):
             raise OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
         _, _, h, w = tile.shape
         if not write_chunks(array, tile, y0, x0):
             array[:, :, y0 : y0 + h, x0 : x0 + w] = tile
+        remove_if_refused(url)
     except OutputError:
         raise
     except Exception as exc:
-        raise write_error(url, storage_options, y0, x0, exc) from exc
+        raise write_error(url, storage_options, y0, x0, exc, retry) from exc
     return h * w
+
+
+def remove_if_refused(url: str) -> None:
+    """A write that was under way when its run was discarded may have made folders again:
+    remove them (a local run's folder; a remote store refuses the write itself)."""
+    if writes_refused(url):
+        if not is_remote(url):
+            shutil.rmtree(url, ignore_errors=True)
+        raise OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
 
 
 def final_name(url: str) -> str:
@@ -307,7 +332,7 @@ def final_name(url: str) -> str:
     return url
 
 
-def write_error(url: str, storage_options: dict, y0: int, x0: int, exc) -> OutputError:
+def write_error(url: str, storage_options: dict, y0: int, x0: int, exc, retry) -> OutputError:
     """An OutputError naming the output, the chunk key and its year, and the cause."""
     if writes_refused(url):
         return OutputError(f"The run writing {url} was discarded; its late tile is dropped.")
@@ -315,7 +340,7 @@ def write_error(url: str, storage_options: dict, y0: int, x0: int, exc) -> Outpu
     position = chunk_of_key(key, 4) if key else None
     position = position or (0, 0, y0 // OUTPUT_CHUNK, x0 // OUTPUT_CHUNK)
     try:
-        array = _scores_array(url, json.dumps(storage_options, sort_keys=True))
+        array = _scores_array(url, json.dumps(storage_options, sort_keys=True), retry)
         key = chunk_key(array, position)
         needed = array.shape[0] * array.shape[1] * output_chunk_bytes(array.shape[2:])
         years = array.attrs.get("embedding_change:years") or _output_years(array)

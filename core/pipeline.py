@@ -34,7 +34,13 @@ from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
 from .quantisation import SIGNED_SQUARE
 from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
 from .scheduling import run_tasks, runs_locally
-from .store import EmbeddingStore, cached_embedding_store, open_embedding_store, remember_store
+from .store import (
+    EmbeddingStore,
+    cached_embedding_store,
+    open_embedding_store,
+    remember_store,
+    store_url,
+)
 from .window import PixelWindow, blocks, pixel_window
 
 
@@ -93,6 +99,7 @@ def compute_change_scores(
     if zarr_format not in (None, 2, 3):
         raise ParameterError(f"zarr_format must be 2, 3 or None, not {zarr_format!r}.")
     bbox = check_bbox(bbox)
+    retries_before = _retries_of(store, output)
     source = open_embedding_store(store, variable, storage_options, retry)
     remember_store(source)
     year_indices = select_years(source, years)
@@ -122,7 +129,6 @@ def compute_change_scores(
         attrs,
         zarr_format,
     )
-    retries_before = retry_count(source.url) + retry_count(target.url)
     try:
         target.check_space(len(chosen_years) * len(labels), window.shape)
         if not runs_locally(scheduler):
@@ -132,7 +138,7 @@ def compute_change_scores(
             create = None
         writes = tile_writes(job, source, window, len(labels), target, create)
         run_tasks(writes, progress=progress, cancel=cancel, scheduler=scheduler)
-        retries = retry_count(source.url) + retry_count(target.url) - retries_before
+        retries = _retries_of(store, output) - retries_before
         absent = _absent_chunks.pop(job.run, 0)
         target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})
     except BaseException as exc:
@@ -153,6 +159,10 @@ def compute_change_scores(
     )
     result.attrs["embedding_change:seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def _retries_of(store, output) -> int:
+    return retry_count(store_url(store)) + retry_count(store_url(output))
 
 
 def as_names(value, what: str) -> tuple[str, ...]:
@@ -383,6 +393,7 @@ def tile_writes(job, source, window, n_scores, target, create=None) -> list:
                 y0,
                 x0,
                 created,
+                job.retry,
             )
             writes.append(key)
     layers = HighLevelGraph.from_collections(name, graph, dependencies=())
@@ -408,18 +419,20 @@ def _copy_part(scores: np.ndarray, block: PixelWindow, part: PixelWindow) -> np.
     return scores[:, :, rows, cols].copy()
 
 
-def write_tile_parts(tile, scored, parts, url, storage_options, y0, x0, created=None) -> int:
+def write_tile_parts(
+    tile, scored, parts, url, storage_options, y0, x0, created=None, retry=DEFAULT_POLICY
+) -> int:
     """Assemble a tile from its scored parts and write it at output pixel (y0, x0).
 
     `created` is the result of the task creating the output, if any: it only orders the write
     after that task.
     """
     if len(parts) == 1:
-        return write_tile(scored[0], url, storage_options, y0, x0)
+        return write_tile(scored[0], url, storage_options, y0, x0, retry)
     first = scored[0]
     out = np.empty((*first.shape[:2], *tile.shape), first.dtype)
     for values, part in zip(scored, parts, strict=True):
         rows = slice(part.row0 - tile.row0, part.row1 - tile.row0)
         cols = slice(part.col0 - tile.col0, part.col1 - tile.col0)
         out[:, :, rows, cols] = values
-    return write_tile(out, url, storage_options, y0, x0)
+    return write_tile(out, url, storage_options, y0, x0, retry)

@@ -96,9 +96,12 @@ def _count_retry(url: str) -> None:
 
 def transient_cause(exc: BaseException) -> str | None:
     """Plain words for a failure worth another try, None for one that would fail again."""
-    for error in _chain(exc):
-        if isinstance(error, RequestFailedError):
-            return None
+    chain = list(exception_chain(exc))
+    if any(isinstance(error, RequestFailedError) for error in chain):
+        return None
+    if any(_refused_connection(error) for error in chain):
+        return "the server refused the connection"
+    for error in chain:
         if isinstance(error, asyncio.TimeoutError | TimeoutError):
             return "the server stopped answering"
         name = type(error).__name__
@@ -108,13 +111,10 @@ def transient_cause(exc: BaseException) -> str | None:
             return "a reply shorter than it said (length mismatch)"
         if name in ("ReadTimeoutError", "ConnectTimeoutError", "ServerTimeoutError"):
             return "the server stopped answering"
-        if isinstance(error, ConnectionRefusedError) or name in (
-            "EndpointConnectionError",
-            "ClientConnectorError",
-        ):
-            return "the server refused the connection"
         if isinstance(error, ConnectionError) or name in (
             "ConnectionClosedError",
+            "EndpointConnectionError",
+            "ClientConnectorError",
             "ServerDisconnectedError",
             "ClientOSError",
             "ResponseStreamingError",
@@ -130,12 +130,29 @@ def transient_cause(exc: BaseException) -> str | None:
     return None
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+def exception_chain(exc: BaseException):
+    """The exception, its causes and contexts, and the errors botocore and aiohttp wrap."""
+    seen, pending = set(), [exc]
+    while pending:
+        error = pending.pop(0)
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        wrapped = getattr(error, "kwargs", None)
+        wrapped = wrapped.get("error") if isinstance(wrapped, dict) else None
+        os_error = getattr(error, "os_error", None)
+        for inner in (error.__cause__, error.__context__, wrapped, os_error):
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+
+
+def _refused_connection(error: BaseException) -> bool:
+    """A refused connection or an unknown host (wrapped by aiohttp and botocore)."""
+    text = str(error).lower()
+    if isinstance(error, ConnectionRefusedError) or "connect call failed" in text:
+        return True
+    return "name or service not known" in text or "dns" in type(error).__name__.lower()
 
 
 def _refused(exc: BaseException) -> bool:

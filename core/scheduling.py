@@ -22,6 +22,7 @@ from dask.callbacks import Callback
 from .errors import CancelledError, ParameterError
 
 POLL_SECONDS = 0.2
+GRACE_SECONDS = 2.0  # how long a cancelled or failed run waits for its running tasks
 THREADS = ("threads", "threading")
 SINGLE_THREAD = ("sync", "synchronous", "single-threaded")
 
@@ -90,7 +91,14 @@ def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list
                 raise CancelledError("Cancelled: the output was removed.")
     finally:
         stopped.set()
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Tasks still running get a moment to end, so that a process exiting right after the
+        # error (qgis_process) does not cut a task off half-way through creating files; tasks
+        # blocked in I/O are left behind (core.output refuses their writes).
+        closing = threading.Thread(
+            target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True}, daemon=True
+        )
+        closing.start()
+        closing.join(GRACE_SECONDS)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
