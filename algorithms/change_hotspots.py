@@ -30,12 +30,13 @@ from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 HOTSPOTS_LAYER = "hotspots"  # embedding_change.core.hotspots.HOTSPOTS_LAYER / REGIONS_LAYER
 REGIONS_LAYER = "hotspot_regions"
 CONNECTIVITIES = ("4", "8")
-# Red outlines with a light fill for a year's regions; the regions across years dashed.
-HOTSPOT_STYLE = {"color": "227,26,28,60", "outline_color": "189,0,38", "outline_width": "0.5"}
+# Dark blue outlines, which stand out on the scores' yellow-to-red ramp and on false colour;
+# the regions across years dashed black.
+HOTSPOT_STYLE = {"color": "0,0,0,0", "outline_color": "37,52,148", "outline_width": "0.6"}
 REGION_STYLE = {
     "color": "0,0,0,0",
-    "outline_color": "49,54,149",
-    "outline_width": "0.6",
+    "outline_color": "0,0,0",
+    "outline_width": "0.5",
     "outline_style": "dash",
 }
 

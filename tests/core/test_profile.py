@@ -15,6 +15,8 @@ from embedding_change.core.profile import read_pixel_profile
 from embedding_change.core.profile_report import change_profile
 from embedding_change.core.synthetic import write_aef_like_store
 
+# Debian's matplotlib calls pyparsing's old names, which newer pyparsing deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 LOO = "loo_medoid_alpha_earth_cosine_distance"
 LOO_Z = f"{LOO}_robust_time_zscore"
 
@@ -137,3 +139,14 @@ def test_the_report_and_table_hold_every_year(scored, tmp_path):
     page = (tmp_path / "p.html").read_text()
     assert page.count("<svg") == 2
     assert "Leave-one-out medoids" in page and f"{profile.x:.6f}" in page
+
+
+def test_a_pyramid_of_the_scores_leads_back_to_them(scored, tmp_path):
+    from embedding_change.core import build_multiscales
+
+    folder, truth = scored
+    build_multiscales(folder / "z.zarr", tmp_path / "pyramid.zarr").close()
+    x, y = centre(truth, 40, 50)
+    profile = read_pixel_profile(tmp_path / "pyramid.zarr", x, y)
+    assert profile.scores_url == str(folder / "z.zarr")
+    assert (profile.row, profile.col) == (40, 50) and profile.distances is not None
