@@ -120,7 +120,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(
-            QgsProcessingParameterBoolean(self.LOAD, "Load layers on completion", True)
+            # Optional: models and scripts written before it keep validating.
+            QgsProcessingParameterBoolean(
+                self.LOAD, "Load layers on completion", True, optional=True
+            )
         )
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "Change scores (Zarr folder)")
@@ -131,6 +134,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         from ..core import compute_change_scores, kernels
         from ..core.errors import EmbeddingChangeError
         from ..core.failures import one_line_message
+        from ..core.scheduling import run_cancellable
         from ..core.store import open_embedding_store
 
         store = self.parameterAsString(parameters, self.STORE, context).strip()
@@ -153,7 +157,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         started = time.perf_counter()
         try:
             feedback.pushInfo(f"Opening the store {store} …")
-            source = open_embedding_store(store, variable or "embeddings", options)
+            source = run_cancellable(
+                lambda: open_embedding_store(store, variable or "embeddings", options),
+                feedback.isCanceled,
+            )
             bbox = self.store_bbox(parameters, context, source.grid.crs)
             feedback.pushInfo(
                 f"Store {source.url}: {len(source.times)} years, {len(source.bands)} bands, "

@@ -33,7 +33,7 @@ from .failures import chunk_key, chunk_of_key, decode_cause, failed_key, storage
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
 from .quantisation import SIGNED_SQUARE
 from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
-from .scheduling import run_tasks, runs_locally
+from .scheduling import run_cancellable, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
     cached_embedding_store,
@@ -100,7 +100,9 @@ def compute_change_scores(
         raise ParameterError(f"zarr_format must be 2, 3 or None, not {zarr_format!r}.")
     bbox = check_bbox(bbox)
     retries_before = _retries_of(store, output)
-    source = open_embedding_store(store, variable, storage_options, retry)
+    source = run_cancellable(
+        lambda: open_embedding_store(store, variable, storage_options, retry), cancel
+    )
     remember_store(source)
     year_indices = select_years(source, years)
     warn_few_years(len(year_indices), methods, robust_zscore, log)

@@ -46,6 +46,33 @@ def run_tasks(
     return _run_on_cluster(tasks, progress, cancel, scheduler)
 
 
+def run_cancellable(work: Callable, cancel: Callable[[], bool] | None = None):
+    """work() on a helper thread, returning its result, or CancelledError within a poll of
+    cancel() turning True (the work is abandoned: e.g. an open waiting on a hung server)."""
+    if cancel is None:
+        return work()
+    if cancel():
+        raise CancelledError("Cancelled before the run started.")
+    outcome = {}
+    finished = threading.Event()
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="embedding-change-open", daemon=True).start()
+    while not finished.wait(POLL_SECONDS):
+        if cancel():
+            raise CancelledError("Cancelled while opening the store; nothing was written.")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def runs_locally(scheduler) -> bool:
     """Whether run_tasks runs on this process's threads (else on a dask.distributed cluster)."""
     return scheduler is None or scheduler in THREADS or scheduler in SINGLE_THREAD

@@ -584,3 +584,73 @@ def test_two_years_with_zscores_warns_and_says_what_would_help(tmp_path):
         ds = compute_change_scores(path, tmp_path / "s.zarr", log=lines.append)
     assert np.isnan(ds.scores.values).all()  # as the warning says
     assert any("Choose 3 or more years" in line for line in lines)
+
+
+# --- the same through QGIS: one clean error line, a non-zero exit -----------------------
+
+
+@pytest.mark.qgis
+@pytest.mark.slow
+def test_qgis_process_reports_a_damaged_chunk_in_one_line_without_a_traceback(
+    local_store, tmp_path
+):
+    import shutil
+
+    import embedding_change
+
+    qgis_process = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
+    if not Path(qgis_process).exists():
+        pytest.skip("qgis_process.bin is not installed")
+    path, out = local_store
+    (path / "embeddings" / "c" / "5" / "0" / "0" / "0").write_bytes(os.urandom(3000))
+    profile = tmp_path / "profile"
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(profile), QGIS_OPTIONS_PATH=str(profile))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    plugins = Path(embedding_change.__file__).parent.parent
+    env["QGIS_PLUGINPATH"] = os.pathsep.join([str(plugins), env.get("QGIS_PLUGINPATH", "")])
+    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+    def run(*args):
+        return subprocess.run(
+            [qgis_process, *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    assert run("plugins", "enable", "embedding_change").returncode == 0
+    xmin, ymin, xmax, ymax = open_embedding_store(path).grid.bbox
+    done = run(
+        "run",
+        "embeddingchange:changescores",
+        "--",
+        f"STORE={path}",
+        f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:4326]",
+        f"OUTPUT={out / 'scores.zarr'}",
+    )
+
+    text = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "chunk embeddings/c/5/0/0/0 (year 2022): damaged chunk" in text
+    assert "Traceback" not in text
+    assert leftovers(out) == []
+
+
+def test_cancel_while_the_open_hangs_returns_within_5_s(
+    remote_store, proxy, s3_storage_options, tmp_path
+):
+    proxy.add(Rule("hang"))
+    url, _ = remote_store
+    began = []
+
+    def cancel():
+        began.append(time.monotonic())
+        return time.monotonic() - began[0] > 1.0
+
+    with pytest.raises(CancelledError, match="while opening"):
+        compute_change_scores(
+            url,
+            tmp_path / "out.zarr",
+            storage_options=through(proxy, s3_storage_options),
+            cancel=cancel,  # the default policy: the open alone would wait a minute
+        )
+    assert time.monotonic() - began[0] < 1.0 + 5
+    assert proxy.hits() >= 1
+    assert leftovers(tmp_path) == []
