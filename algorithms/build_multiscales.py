@@ -13,12 +13,14 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from . import layer_sources, pyramid_layers
+from . import layer_sources, pyramid_layers, score_layers
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 # The engine's names (embedding_change.core.pyramid_levels.RESAMPLING_METHODS); a test keeps
-# them equal. "max" first: zoomed out, a one-pixel hotspot should stay visible.
-RESAMPLINGS = ("max", "mean", "min", "nearest")
+# them equal. Indices are what models store: new methods go at the end. The default is the
+# engine's (second_max: see core/pyramid_levels.py).
+RESAMPLINGS = ("max", "mean", "min", "nearest", "second_max")
+DEFAULT_RESAMPLING = RESAMPLINGS.index("second_max")
 
 
 class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
@@ -44,10 +46,15 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
             "dims time, band, y, x) into a multiscale pyramid: level 0 holds the scores at full "
             "resolution, each next level halves the resolution, down to a level of at most "
             "256 x 256 pixels.\n\n"
-            "<b>max</b> keeps the highest score of each 2 x 2 block, so a small hotspot stays "
-            "visible when zoomed out; <b>mean</b> averages; <b>min</b> keeps the lowest; "
-            "<b>nearest</b> keeps one pixel. No-data pixels are ignored; a block with no data "
-            "stays no data.\n\n"
+            "<b>second_max</b> (default) keeps the second-highest score of each 2 x 2 block: a "
+            "coarse pixel is high only where at least two of its four pixels are, so events "
+            "keep their score zoomed out while single-pixel speckle does not spread. "
+            "<b>max</b> keeps the highest score: every block with one noisy pixel turns high, "
+            "and zoomed out the map floods; <b>mean</b> averages (events fade into their "
+            "surroundings); <b>min</b> keeps the lowest; <b>nearest</b> keeps one pixel. "
+            "No-data pixels are ignored; a block with no data stays no data.\n\n"
+            "Input: a scores Zarr folder, or a loaded score layer or group (its store is "
+            "used).\n\n"
             "The pyramid follows the Zarr conventions multiscales, spatial and proj, so other "
             "tools (xarray.open_datatree, web viewers) read it too. It loads here like the "
             "scores, a group per score with a layer per year on the temporal controller, and "
@@ -57,18 +64,28 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(
             QgsProcessingParameterFile(
-                self.INPUT, "Scores (Zarr folder)", behavior=QgsProcessingParameterFile.Folder
+                self.INPUT,
+                "Scores (Zarr folder, or a loaded score layer or group)",
+                behavior=QgsProcessingParameterFile.Folder,
             )
         )
         self.addParameter(QgsProcessingParameterString(self.VARIABLE, "Variable", "scores"))
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.RESAMPLING, "Resampling", list(RESAMPLINGS), defaultValue=0
+                self.RESAMPLING, "Resampling", list(RESAMPLINGS), defaultValue=DEFAULT_RESAMPLING
             )
         )
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "Pyramid (Zarr folder)")
         )
+
+    def checkParameterValues(self, parameters, context):
+        # A loaded score layer or group stands for its store (a folder parameter alone
+        # would refuse it).
+        store = score_layers.scores_store_of(parameters.get(self.INPUT), context.project())
+        if store:
+            parameters = {**parameters, self.INPUT: store}
+        return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):
         self.require_dependencies()
@@ -76,7 +93,8 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
         from ..core.errors import EmbeddingChangeError
         from ..core.failures import one_line_message
 
-        source = self.parameterAsFile(parameters, self.INPUT, context).strip()
+        source = score_layers.scores_store_of(parameters.get(self.INPUT), context.project())
+        source = source or self.parameterAsFile(parameters, self.INPUT, context).strip()
         variable = self.parameterAsString(parameters, self.VARIABLE, context).strip() or "scores"
         resampling = RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)

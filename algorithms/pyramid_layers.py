@@ -108,17 +108,37 @@ def pyramid_slices(pyramid: str | Path, variable: str = "scores"):
     return years, bands, lambda t, b: vrts[(t, b)]
 
 
-def register_pyramid_layers(pyramid, variable: str, context: QgsProcessingContext) -> int:
+def pyramid_details(pyramid, variable: str, details: dict) -> dict:
+    """Layer details for a pyramid: its first frame is picked on its finest level."""
+    import zarr
+
+    group = zarr.open_group(str(Path(pyramid).absolute()), mode="r")
+    finest = group.attrs["multiscales"]["layout"][0]["asset"]
+    return {"scores_array": f"{finest}/{variable}", **details}
+
+
+def register_pyramid_layers(
+    pyramid, variable: str, context: QgsProcessingContext, **details
+) -> int:
     """Ask Processing to load the pyramid's score layers when the run ends; returns how many."""
     if context.project() is None:
         return 0
     years, bands, source = pyramid_slices(pyramid, variable)
-    return score_layers.register_score_layers(pyramid, years, bands, context, source)
+    return score_layers.register_score_layers(
+        pyramid, years, bands, context, source, **pyramid_details(pyramid, variable, details)
+    )
 
 
-def load_pyramid_layers(pyramid, variable="scores", project: QgsProject | None = None, iface=None):
+def load_pyramid_layers(
+    pyramid, variable="scores", project: QgsProject | None = None, iface=None, **details
+):
     """Load a finished pyramid into a project (scripts, the console); returns the layers."""
     years, bands, source = pyramid_slices(pyramid, variable)
     return score_layers.load_score_layers(
-        pyramid, project, iface, labels=(years, bands), slice_source=source
+        pyramid,
+        project,
+        iface,
+        labels=(years, bands),
+        slice_source=source,
+        **pyramid_details(pyramid, variable, details),
     )

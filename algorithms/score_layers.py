@@ -14,6 +14,7 @@ them on the main thread); scripts load a finished store with `load_score_layers`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 from osgeo import gdal
 from qgis.core import (
     Qgis,
+    QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsDateTimeRange,
     QgsInterval,
@@ -48,14 +50,20 @@ PROPERTY = "embedding_change"  # prefix of the custom properties on our layers a
 # QGIS 3.38 added temporal ranges per band: one layer per score, years as bands.
 PER_BAND_TEMPORAL = Qgis.QGIS_VERSION_INT >= 33800
 
-# Colour stops as fractions of the score called "high", colours from ColorBrewer's YlOrRd.
-# Up to 3/8 of "high" a score is ordinary: fully transparent.
-RAMP_STOPS = (
-    (0.375, QColor(255, 255, 178, 0)),
-    (0.5, QColor(254, 204, 92, 150)),
-    (0.75, QColor(253, 141, 60, 220)),
-    (1.0, QColor(189, 0, 38, 255)),
-)
+# Colour stops as fractions of the score called "high". Up to 3/8 of "high" a score is
+# ordinary: fully transparent. Each score has its own ColorBrewer ramp, so the map says which
+# score it shows: loo_medoid YlOrRd, difference BuPu, anything else YlGnBu.
+THRESHOLD_FRACTION = 0.375
+RAMPS = {
+    "loo_medoid": ((255, 255, 178), (254, 204, 92), (253, 141, 60), (189, 0, 38)),
+    "difference": ((237, 248, 251), (158, 188, 218), (140, 107, 177), (110, 1, 107)),
+    "other": ((255, 255, 204), (161, 218, 180), (65, 182, 196), (37, 52, 148)),
+}
+RAMP_FRACTIONS = ((THRESHOLD_FRACTION, 0), (0.5, 150), (0.75, 220), (1.0, 255))  # (stop, alpha)
+# What the analyst calls each score (group names) and the score shown first: loo_medoid marks a
+# one-year event in its year only, difference in the event year and the year after.
+METHOD_TITLES = {"loo_medoid": "LOO medoid", "difference": "Year-to-year difference"}
+METRIC_TITLES = {"alpha_earth_cosine": "", "cosine": "raw cosine", "euclidean": "euclidean"}
 # A robust z-score of 8 is far out in any series. With the stops above, z <= 3 stays
 # transparent (on 9 years of noise, a few percent of pixels pass 3), 4 is yellow, 6 orange and
 # 8 or more dark red.
@@ -76,6 +84,15 @@ def year_range(year: int) -> QgsDateTimeRange:
 def years_range(first: int, last: int) -> QgsDateTimeRange:
     """From 1 January of `first` to 1 January after `last` (excluded), in UTC."""
     return QgsDateTimeRange(_new_year(first), _new_year(last + 1), True, False)
+
+
+def animation_extent(first: int, last: int) -> QgsDateTimeRange:
+    """The temporal controller's extent for the years: one frame per year, none extra.
+
+    It ends on 31 December of `last`: QGIS counts frames as the extent over 365.25 days,
+    rounded up, which gives a 12th, empty frame for 11 calendar years with 3 leap days.
+    """
+    return QgsDateTimeRange(_new_year(first), _new_year(last + 1).addDays(-1), True, False)
 
 
 def _new_year(year: int) -> QDateTime:
@@ -102,19 +119,68 @@ class ScoreSlice:
     years: tuple[int, ...]
     year: int | None  # None: the layer holds every year, band i + 1 is years[i]
     high: float
+    run_name: str = ""  # the run's group: the output's name, or extent and time when temporary
+    focus_year: int | None = None  # the year with the most change: the first frame shown
 
     @property
     def band_index(self) -> int:
         return self.bands.index(self.band)
 
+    @property
+    def threshold(self) -> float:
+        """Scores up to this are ordinary: transparent on the map."""
+        return THRESHOLD_FRACTION * self.high
+
+    @property
+    def title(self) -> str:
+        return score_title(self.band)
+
+    @property
+    def unit(self) -> str:
+        return score_unit(self.band)
+
+
+def score_method(band: str) -> str:
+    return next((m for m in METHOD_TITLES if band.startswith(m)), "other")
+
+
+def score_title(band: str) -> str:
+    """ "loo_medoid_alpha_earth_cosine_distance_robust_time_zscore" -> "LOO medoid z-score"."""
+    method = score_method(band)
+    if method == "other":
+        return band
+    metric = next((m for m in sorted(METRIC_TITLES, key=len, reverse=True) if f"_{m}_" in band), "")
+    parts = [METHOD_TITLES[method], METRIC_TITLES.get(metric, metric)]
+    parts.append("z-score" if "zscore" in band else "distance")
+    return " ".join(part for part in parts if part)
+
+
+def score_unit(band: str) -> str:
+    if "zscore" in band:
+        return "robust z-score"
+    metric = next((m for m in METRIC_TITLES if f"_{m}_" in band), "")
+    return "cosine distance" if "cosine" in metric else "distance"
+
+
+def default_band(bands) -> str:
+    """The score shown first: loo_medoid's z-score, else loo_medoid, else the first."""
+    return min(bands, key=lambda band: (score_method(band) != "loo_medoid", "zscore" not in band))
+
+
+def band_rank(bands, band: str) -> int:
+    """Place of a score's group in the run's group: the default score first, then store order."""
+    first = default_band(bands)
+    return -1 if band == first else list(bands).index(band)
+
 
 def score_slice_layers(
-    store: str | Path, years, bands, slice_source: SliceSource | None = None
+    store: str | Path, years, bands, slice_source: SliceSource | None = None, **details
 ) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
     """One raster layer per (band, year) and what each one is; a band's years share a scale.
 
     `slice_source(t, b)` is the GDAL data source of year index t, band index b: by default the
-    Zarr slice of the store; a pyramid gives VRTs with overviews instead.
+    Zarr slice of the store; a pyramid gives VRTs with overviews instead. `details`: see
+    `score_layer_pairs`.
     """
     store = str(Path(store).absolute())
     source = slice_source or functools.partial(score_layer_uri, store)
@@ -128,11 +194,11 @@ def score_slice_layers(
         high = score_high(band, layers)
         for layer, year in zip(layers, years, strict=True):
             result.append((layer, ScoreSlice(store, bands, band, years, year, high)))
-    return result
+    return _with_run_details(result, **details)
 
 
 def score_year_stack_layers(
-    store: str | Path, years, bands, slice_source: SliceSource | None = None
+    store: str | Path, years, bands, slice_source: SliceSource | None = None, **details
 ) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
     """One raster layer per score band whose bands 1..T are the years (QGIS >= 3.38)."""
     store = str(Path(store).absolute())
@@ -146,16 +212,63 @@ def score_year_stack_layers(
             raise ValueError(f"GDAL {gdal.__version__} cannot read {source(0, b)}")
         score = ScoreSlice(store, bands, band, years, None, score_high(band, [layer]))
         result.append((layer, score))
-    return result
+    return _with_run_details(result, **details)
 
 
 def score_layer_pairs(
-    store: str | Path, years, bands, slice_source: SliceSource | None = None
+    store: str | Path, years, bands, slice_source: SliceSource | None = None, **details
 ) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
-    """The layers this QGIS animates best: one per score from 3.38 on, else one per year."""
+    """The layers this QGIS animates best: one per score from 3.38 on, else one per year.
+
+    details: run_name (the run's group name; default the store's folder name), scores_array
+    (the array whose default score picks the first frame; default "scores"), crs (for
+    stores whose CRS GDAL does not find).
+    """
     if PER_BAND_TEMPORAL:
-        return score_year_stack_layers(store, years, bands, slice_source)
-    return score_slice_layers(store, years, bands, slice_source)
+        return score_year_stack_layers(store, years, bands, slice_source, **details)
+    return score_slice_layers(store, years, bands, slice_source, **details)
+
+
+def _with_run_details(
+    pairs, run_name: str | None = None, scores_array: str = "scores", crs: str | None = None
+):
+    """The pairs with the run's group name and the year of most change (of the default score);
+    `crs` (any text QGIS reads) for layers whose source declares none GDAL understands."""
+    if not pairs:
+        return pairs
+    if crs:
+        from qgis.core import QgsCoordinateReferenceSystem
+
+        declared = QgsCoordinateReferenceSystem(crs)
+        for layer, _ in pairs:
+            if declared.isValid() and not layer.crs().isValid():
+                layer.setCrs(declared)
+    first = pairs[0][1]
+    band = default_band(first.bands)
+    threshold = next(score.threshold for _, score in pairs if score.band == band)
+    try:
+        shares = share_above_per_year(first.store, first.bands.index(band), threshold, scores_array)
+        focus = first.years[max(range(len(shares)), key=lambda t: (shares[t], -t))]
+    except Exception:  # noqa: BLE001 (a store we cannot reduce still loads, from its first year)
+        focus = first.years[0]
+    name = run_name or Path(first.store).name
+    return [
+        (layer, dataclasses.replace(score, run_name=name, focus_year=focus))
+        for layer, score in pairs
+    ]
+
+
+def share_above_per_year(store: str, band_index: int, threshold: float, array="scores"):
+    """Per year, the share of a score's valid pixels above `threshold` (0 for an empty year)."""
+    import dask.array as da
+    import numpy as np
+    import zarr
+
+    values = da.from_zarr(zarr.open_group(store, mode="r")[array])[:, band_index]
+    above, valid = da.compute(
+        (values > threshold).sum(axis=(1, 2)), (~da.isnan(values)).sum(axis=(1, 2))
+    )
+    return list(above / np.maximum(valid, 1))
 
 
 def _raster_layer(uri: str, name: str) -> QgsRasterLayer:
@@ -182,25 +295,39 @@ def score_high(band: str, layers: list[QgsRasterLayer]) -> float:
     return max(highs, default=1.0)
 
 
+def ramp_items(score: ScoreSlice) -> list[QgsColorRampShader.ColorRampItem]:
+    """The score's ramp stops, labelled for the legend: threshold, unit, the dark end."""
+    colours = RAMPS[score_method(score.band)]
+    items = []
+    for (fraction, alpha), rgb in zip(RAMP_FRACTIONS, colours, strict=True):
+        value = fraction * score.high
+        if fraction == THRESHOLD_FRACTION:
+            label = f"≤ {value:.3g} {score.unit}: transparent (ordinary)"
+        elif fraction == 1.0:
+            label = f"≥ {value:.3g} {score.unit}"
+        else:
+            label = f"{value:.3g}"
+        items.append(QgsColorRampShader.ColorRampItem(value, QColor(*rgb, alpha), label))
+    return items
+
+
 def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
     """Colour ramp, name, temporal range(s) and the properties that say what the layer is."""
     ramp = QgsColorRampShader(0.0, score.high)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     # Not clipped: values under the first stop take its transparent colour, values over the
-    # last one stay dark red.
+    # last one stay at the darkest colour.
     ramp.setClip(False)
-    ramp.setColorRampItemList(
-        [
-            QgsColorRampShader.ColorRampItem(
-                fraction * score.high, colour, f"{fraction * score.high:.3g}"
-            )
-            for fraction, colour in RAMP_STOPS
-        ]
-    )
+    ramp.setColorRampItemList(ramp_items(score))
+    # The legend lists the stops with their labels (the unit, the transparent threshold)
+    # instead of a bare gradient from 0 to "high".
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setUseContinuousLegend(False)
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
-    renderer.setClassificationMin(RAMP_STOPS[0][0] * score.high)
+    renderer.setClassificationMin(score.threshold)
     renderer.setClassificationMax(score.high)
     layer.setRenderer(renderer)
 
@@ -229,20 +356,23 @@ def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
 
 
 def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: ScoreSlice) -> None:
-    """Group "<store name>" > group per band (in store order) > layers by year, at the top."""
+    """Group of the run > group per score (the default score first) > layers by year, on top."""
     root = project.layerTreeRoot()
-    run_group = _child_group(root, f"{PROPERTY}/store", score.store, Path(score.store).name, 0)
+    run_name = score.run_name or Path(score.store).name
+    run_group = _child_group(root, f"{PROPERTY}/store", score.store, run_name, 0)
     # One score on the map at a time (they would cover each other); checking another group
     # switches to it.
     if not run_group.isMutuallyExclusive():
         run_group.setIsMutuallyExclusive(True)
+    rank = band_rank(score.bands, score.band)
     band_group = _child_group(
         run_group,
         f"{PROPERTY}/band_index",
         score.band_index,
-        score.band,
-        _band_group_position(run_group, score.band_index),
+        score.title,
+        _band_group_position(run_group, rank),
     )
+    band_group.setCustomProperty(f"{PROPERTY}/rank", rank)
     position = sum(
         int(node.layer().customProperty(f"{PROPERTY}/year", 0)) < (score.year or 0)
         for node in band_group.findLayers()
@@ -267,6 +397,11 @@ def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: Score
     node.setExpanded(False)  # a list of years; the legend is the same for all of them
     # Checked, even if it passed through the one-score-at-a-time group and got unchecked there.
     node.setItemVisibilityChecked(True)
+    # The default score is the one on the map, whichever score's layers came in first.
+    if rank < 0:
+        band_group.setItemVisibilityChecked(True)
+    elif any(_group_rank(g) < 0 for g in run_group.findGroups()):
+        band_group.setItemVisibilityChecked(False)
 
 
 def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position: int):
@@ -278,40 +413,78 @@ def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position
     return group
 
 
-def _group_index(group: QgsLayerTreeGroup) -> int:
-    return int(group.customProperty(f"{PROPERTY}/band_index", -1))
+def _group_rank(group: QgsLayerTreeGroup) -> int:
+    return int(group.customProperty(f"{PROPERTY}/rank", 10**6))
 
 
-def _band_group_position(run_group: QgsLayerTreeGroup, band_index: int) -> int:
-    """Before the first group of a later band: counts the layers Processing may have put there."""
+def _band_group_position(run_group: QgsLayerTreeGroup, rank: int) -> int:
+    """Before the first group of a later rank: counts the layers Processing may have put there."""
     children = run_group.children()
     later = (
         i
         for i, child in enumerate(children)
-        if QgsLayerTree.isGroup(child) and _group_index(child) > band_index
+        if QgsLayerTree.isGroup(child) and _group_rank(child) > rank
     )
     return next(later, len(children))
 
 
-def animate_years(project: QgsProject, years, iface=None) -> None:
-    """Point the temporal controller at the years, one year a frame, from the first year.
+def animate_years(project: QgsProject, years, iface=None, focus_year: int | None = None) -> None:
+    """Point the temporal controller at the years, one year a frame.
 
-    The project's time settings always (saved with the project, read by the desktop on load);
-    the canvas's navigation object too when there is a QGIS window.
+    The project's time range becomes the union of what it had and these years (it never
+    shrinks, so earlier results stay reachable). The first time, the current frame is
+    `focus_year` (the year with the most change); later the frame the analyst left stays. The
+    project's time settings always (saved with the project, read by the desktop on load); the
+    canvas's navigation object and the Temporal Controller panel too when there is a window.
     """
-    extent = years_range(min(years), max(years))
+    first, last = min(years), max(years)
     settings = project.timeSettings()
-    settings.setTemporalRange(extent)
+    animated_before = project.readBoolEntry(PROPERTY, "animated", False)[0]
+    previous = settings.temporalRange()
+    if animated_before and previous.begin().isValid() and previous.end().isValid():
+        first = min(first, previous.begin().date().year())
+        last = max(last, previous.end().addMSecs(-1).date().year())
+    settings.setTemporalRange(years_range(first, last))
     settings.setTimeStep(1)
     settings.setTimeStepUnit(QgsUnitTypes.TemporalYears)
     settings.setFramesPerSecond(1)
+    project.writeEntryBool(PROPERTY, "animated", True)
     controller = iface.mapCanvas().temporalController() if iface is not None else None
-    if isinstance(controller, QgsTemporalNavigationObject):
-        controller.setNavigationMode(QgsTemporalNavigationObject.Animated)
-        controller.setFrameDuration(QgsInterval(1, QgsUnitTypes.TemporalYears))
-        controller.setTemporalExtents(extent)
-        controller.setFramesPerSecond(1)
-        controller.setCurrentFrameNumber(0)
+    if not isinstance(controller, QgsTemporalNavigationObject):
+        return
+    shown = None
+    if animated_before and controller.navigationMode() == QgsTemporalNavigationObject.Animated:
+        current = controller.dateTimeRangeForFrameNumber(controller.currentFrameNumber())
+        shown = current.begin().date().year()
+    controller.setNavigationMode(QgsTemporalNavigationObject.Animated)
+    controller.setFrameDuration(QgsInterval(1, QgsUnitTypes.TemporalYears))
+    controller.setTemporalExtents(animation_extent(first, last))
+    controller.setFramesPerSecond(1)
+    year = shown if shown is not None else (focus_year or min(years))
+    controller.setCurrentFrameNumber(max(0, year - first))
+    open_temporal_controller(iface)
+
+
+def open_temporal_controller(iface) -> None:
+    """Show the desktop's Temporal Controller panel (no-op without a QGIS main window)."""
+    from qgis.PyQt.QtWidgets import QDockWidget
+
+    window = iface.mainWindow() if hasattr(iface, "mainWindow") else None
+    if window is None:
+        return
+    for dock in window.findChildren(QDockWidget):
+        if dock.metaObject().className() == "QgsTemporalControllerDockWidget":
+            dock.show()
+            dock.raise_()
+            _show_years_only(dock)
+
+
+def _show_years_only(dock) -> None:
+    """The panel's date editors show the year alone (the frame label is QGIS's own text)."""
+    from qgis.PyQt.QtWidgets import QDateTimeEdit
+
+    for edit in dock.findChildren(QDateTimeEdit):
+        edit.setDisplayFormat("yyyy")
 
 
 def _iface():
@@ -324,7 +497,7 @@ def show_score_layer(layer: QgsRasterLayer, score: ScoreSlice, project: QgsProje
     """Everything a loaded score layer needs: style, time range, place in the tree, animation."""
     style_score_layer(layer, score)
     place_in_layer_tree(project, layer, score)
-    animate_years(project, score.years, iface)
+    animate_years(project, score.years, iface, score.focus_year)
 
 
 class ScoreLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -334,19 +507,43 @@ class ScoreLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
     # live here (a few small objects per run) until the process ends.
     _alive: list[ScoreLayerPostProcessor] = []
 
-    def __init__(self, score: ScoreSlice):
+    def __init__(self, score: ScoreSlice, load_check: str | None = None):
         super().__init__()
         self.score = score
+        self.load_check = load_check
 
     @classmethod
-    def create(cls, score: ScoreSlice) -> ScoreLayerPostProcessor:
-        processor = cls(score)
+    def create(cls, score: ScoreSlice, load_check: str | None = None) -> ScoreLayerPostProcessor:
+        processor = cls(score, load_check)
         cls._alive.append(processor)
         return processor
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: ARG002 (QGIS's signature)
         project = context.project() or QgsProject.instance()
+        if self.load_check and batch_loading_is_off(self.load_check):
+            # The batch dialog gives every row the project whatever its "Load layers on
+            # completion" says (for folder outputs): the layer leaves as soon as it came in.
+            project.removeMapLayer(layer.id())
+            return
         show_score_layer(layer, self.score, project, _iface())
+
+
+def batch_loading_is_off(algorithm_id: str) -> bool:
+    """True while a batch dialog of the algorithm is open with "Load layers on completion" off."""
+    from qgis.PyQt.QtWidgets import QApplication
+
+    try:
+        from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    except ImportError:  # no Processing plugin: no batch dialog either
+        return False
+    for widget in QApplication.topLevelWidgets():
+        if isinstance(widget, BatchAlgorithmDialog) and widget.isVisible():
+            if widget.algorithm().id() != algorithm_id:
+                continue
+            check = getattr(widget.mainWidget(), "checkLoadLayersOnCompletion", None)
+            if check is not None and not check.isChecked():
+                return True
+    return False
 
 
 def register_score_layers(
@@ -355,20 +552,24 @@ def register_score_layers(
     bands,
     context: QgsProcessingContext,
     slice_source: SliceSource | None = None,
+    load_check: str | None = None,
+    **details,
 ) -> int:
     """Ask Processing to load the score layers when the run ends; returns how many.
 
     Called from processAlgorithm (possibly a worker thread): the layers go to the context's
-    temporary store, which Processing hands to the main thread with the results.
+    temporary store, which Processing hands to the main thread with the results. `details`:
+    see `score_layer_pairs`. load_check: the algorithm's id, so that the layers stay out when
+    the batch dialog running it has "Load layers on completion" off.
     """
     if context.project() is None:
         return 0
-    pairs = score_layer_pairs(store, years, bands, slice_source)
+    pairs = score_layer_pairs(store, years, bands, slice_source, **details)
     for layer, score in pairs:
         context.temporaryLayerStore().addMapLayer(layer)
         details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
         details.forceName = True
-        details.setPostProcessor(ScoreLayerPostProcessor.create(score))
+        details.setPostProcessor(ScoreLayerPostProcessor.create(score, load_check))
         context.addLayerToLoadOnCompletion(layer.id(), details)
     return len(pairs)
 
@@ -380,6 +581,7 @@ def load_score_layers(
     *,
     labels: tuple | None = None,
     slice_source: SliceSource | None = None,
+    **details,
 ):
     """Load a finished scores Zarr into a project (scripts, the console); returns the layers.
 
@@ -387,8 +589,52 @@ def load_score_layers(
     """
     project = project or QgsProject.instance()
     years, bands = labels or read_score_labels(store)
-    pairs = score_layer_pairs(store, years, bands, slice_source)
+    pairs = score_layer_pairs(store, years, bands, slice_source, **details)
     for layer, score in pairs:
         project.addMapLayer(layer, False)
         show_score_layer(layer, score, project, iface)
     return [layer for layer, _ in pairs]
+
+
+def scores_store_of(value, project: QgsProject | None = None) -> str | None:
+    """The scores store behind a loaded score layer or group (the object, its id or name).
+
+    None when `value` is none of them (e.g. a folder path, which the caller uses as it is).
+    """
+    from qgis.core import QgsMapLayer
+
+    key = f"{PROPERTY}/store"
+    if isinstance(value, QgsMapLayer):
+        return value.customProperty(key) or None
+    if isinstance(value, QgsLayerTreeGroup):
+        stores = [n.layer().customProperty(key) for n in value.findLayers() if n.layer()]
+        return value.customProperty(key) or next((s for s in stores if s), None)
+    if not isinstance(value, str) or not value.strip() or Path(value).exists():
+        return None
+    project = project or QgsProject.instance()
+    layers = [project.mapLayer(value)] if project.mapLayer(value) else []
+    layers += project.mapLayersByName(value)
+    for layer in layers:
+        if layer.customProperty(key):
+            return layer.customProperty(key)
+    for group in project.layerTreeRoot().findGroups(True):
+        if group.name() == value:
+            return scores_store_of(group)
+    return None
+
+
+def is_temporary_output(path: str | Path) -> bool:
+    """True for an output in Processing's temporary folder (removed when QGIS exits)."""
+    from qgis.core import QgsProcessingUtils
+
+    temporary = Path(QgsProcessingUtils.tempFolder()).absolute()
+    return Path(path).absolute().is_relative_to(temporary)
+
+
+def temporary_run_name(bbox, when=None) -> str:
+    """A temporary output's group name: its extent and the time of the run."""
+    import datetime
+
+    when = when or datetime.datetime.now()
+    xmin, ymin, xmax, ymax = bbox
+    return f"Change {xmin:.4f}, {ymin:.4f} – {xmax:.4f}, {ymax:.4f} at {when:%H:%M:%S}"

@@ -1,7 +1,7 @@
 """Turn a (time, band, y, x) Zarr into a multiscale pyramid for fast zoomed-out viewing.
 
     from embedding_change.core import build_multiscales
-    build_multiscales("scores.zarr", "scores_pyramid.zarr", resampling="max")
+    build_multiscales("scores.zarr", "scores_pyramid.zarr")  # resampling="second_max"
 
 The output group holds levels /0 (the source values at full resolution) to /N, each built
 from the level above (see pyramid_levels), and describes them with the zarr conventions
@@ -24,7 +24,13 @@ import zarr_cm
 from .errors import ParameterError
 from .grid import Grid, spatial_reference
 from .output import OutputTarget, create_empty_cube, crs_attribute
-from .pyramid_levels import RESAMPLING_METHODS, halve, level_grid, level_shapes
+from .pyramid_levels import (
+    DEFAULT_RESAMPLING,
+    RESAMPLING_METHODS,
+    halve,
+    level_grid,
+    level_shapes,
+)
 from .scheduling import run_tasks
 from .store import EmbeddingStore, open_embedding_store, zarr_store
 
@@ -36,7 +42,7 @@ def build_multiscales(
     output,
     *,
     variable: str = "scores",
-    resampling: str = "mean",
+    resampling: str = DEFAULT_RESAMPLING,
     tile: int = 256,
     zarr_format: int | None = None,
     progress: Callable[[float], None] | None = None,
@@ -47,8 +53,10 @@ def build_multiscales(
 ) -> xr.DataTree:
     """Write the pyramid of `source`'s `variable` to the folder `output` and open it.
 
-    resampling: "mean", "max" (keeps small hotspots visible when zoomed out), "min" or
-    "nearest", all NaN-aware. tile: the chunk size of every level; the last level fits one
+    resampling: "second_max" (the default: the second-largest of each 2 x 2 block, so events
+    keep their score zoomed out and single-pixel speckle does not spread), "mean", "max"
+    (every block with one high pixel is high: floods noisy scores), "min" or "nearest", all
+    NaN-aware. tile: the chunk size of every level; the last level fits one
     tile. zarr_format=2 gives a store GDAL 3.6 (QGIS 3.22) reads; None means zarr's default.
     progress(f) gets the fraction of tiles written; cancel() returning True stops the run
     and removes its output. scheduler: None for local threads, a dask.distributed address or

@@ -13,7 +13,20 @@ import numpy as np
 from .grid import Grid
 
 # Engine name -> the name the multiscales convention (and GDAL) use for the same reduction.
-RESAMPLING_METHODS = {"mean": "average", "max": "max", "min": "min", "nearest": "nearest"}
+# "second_max" has no GDAL name: the convention takes any string, so it keeps its own.
+RESAMPLING_METHODS = {
+    "second_max": "second_max",
+    "mean": "average",
+    "max": "max",
+    "min": "min",
+    "nearest": "nearest",
+}
+# The pyramid default for scores. A coarse pixel is high only when at least two of its four
+# finer pixels are, and then it keeps their value: an isolated pixel (speckle) does not spread,
+# an event of a few pixels or more keeps its colour. "max" instead turns every block with one
+# high pixel high, so noise floods the coarse levels (share above z = 3: 4 %, 13 %, 42 %, 88 %
+# on a generated store); "mean" dilutes events into their surroundings.
+DEFAULT_RESAMPLING = "second_max"
 
 
 def level_shapes(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
@@ -36,6 +49,7 @@ def halve(values: np.ndarray, method: str) -> np.ndarray:
     """Reduce each 2 x 2 block of the last two axes to one value, ignoring NaN.
 
     A block with no valid value gives NaN. "mean", "max" and "min" reduce the valid values;
+    "second_max" keeps the second-largest valid value (the only one when just one is valid);
     "nearest" keeps the block's top-left value, or the first valid one in row order when
     that one is NaN (so no-data edges do not eat into the coarse levels).
     """
@@ -63,6 +77,11 @@ def halve(values: np.ndarray, method: str) -> np.ndarray:
         result = np.fmax.reduce(blocks, axis=-1)
     elif method == "min":
         result = np.fmin.reduce(blocks, axis=-1)
+    elif method == "second_max":
+        # NaN sorts last: the valid values, ascending, then NaN; take the second-largest valid.
+        ordered = np.sort(blocks, axis=-1)
+        index = np.clip(count - 2, 0, 3)[..., np.newaxis]
+        result = np.take_along_axis(ordered, index, axis=-1)[..., 0]
     else:
         first = np.argmax(valid, axis=-1)[..., np.newaxis]
         result = np.take_along_axis(blocks, first, axis=-1)[..., 0]

@@ -20,6 +20,8 @@ from .provider import EmbeddingChangeProvider
 ALGORITHM_ID = "embeddingchange:changescores"
 MENU = "&Embedding change"
 ACTION_TEXT = "Change scores for this view"
+LOAD_ALGORITHM_ID = "embeddingchange:loadscores"
+LOAD_TEXT = "Load change scores…"
 
 
 class EmbeddingChangePlugin:
@@ -30,6 +32,7 @@ class EmbeddingChangePlugin:
         self.provider = None
         self.action = None
         self.install_action = None
+        self.load_action = None
         self.toolbar = None
         self.notice = None
         self.explainer = None
@@ -59,6 +62,10 @@ class EmbeddingChangePlugin:
         self.install_action.setObjectName("embeddingChangeInstallDependencies")
         self.install_action.triggered.connect(self.notice.install)
         self.iface.addPluginToMenu(MENU, self.install_action)
+        self.load_action = QAction(LOAD_TEXT, self.iface.mainWindow())
+        self.load_action.setObjectName("embeddingChangeLoadScores")
+        self.load_action.triggered.connect(self.open_load_dialog)
+        self.iface.addPluginToMenu(MENU, self.load_action)
         self.notice.show(load_dependencies())
 
     def unload(self):
@@ -66,11 +73,11 @@ class EmbeddingChangePlugin:
             self.iface.removePluginMenu(MENU, self.explainer.action)
             self.explainer.unload()
             self.explainer = None
-        for action in (self.action, self.install_action):
+        for action in (self.action, self.install_action, self.load_action):
             if action is not None:
                 self.iface.removePluginMenu(MENU, action)
                 action.deleteLater()
-        self.action = self.install_action = None
+        self.action = self.install_action = self.load_action = None
         if self.notice is not None:
             self.notice.clear()
             self.notice = None
@@ -83,18 +90,26 @@ class EmbeddingChangePlugin:
             self.provider = None
 
     def dialog_parameters(self):
-        """The dialog's starting values: the canvas extent, in the canvas CRS."""
+        """The dialog's starting values: the last run's choices, the canvas extent in its CRS."""
+        from ..algorithms.change_scores import remembered_parameters
+
         canvas = self.iface.mapCanvas()
         extent = canvas.extent()
         crs = canvas.mapSettings().destinationCrs()
         return {
+            **remembered_parameters(),
             "EXTENT": (
                 f"{extent.xMinimum()!r},{extent.xMaximum()!r},"
                 f"{extent.yMinimum()!r},{extent.yMaximum()!r} [{crs.authid()}]"
-            )
+            ),
         }
 
     def open_dialog(self):
         import processing
 
         processing.execAlgorithmDialog(ALGORITHM_ID, self.dialog_parameters())
+
+    def open_load_dialog(self):
+        import processing
+
+        processing.execAlgorithmDialog(LOAD_ALGORITHM_ID, {})

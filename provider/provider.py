@@ -37,6 +37,7 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
         from ..algorithms.embedding_rgb import EmbeddingRgbAlgorithm
         from ..algorithms.export_scores import ExportScoresAlgorithm
         from ..algorithms.install_dependencies import InstallDependenciesAlgorithm
+        from ..algorithms.load_scores import LoadScoresAlgorithm
 
         self.addAlgorithm(ChangeScoresAlgorithm())
         self.addAlgorithm(BuildMultiscalesAlgorithm())
@@ -44,4 +45,5 @@ class EmbeddingChangeProvider(QgsProcessingProvider):
         self.addAlgorithm(ChangeProfileAlgorithm())
         self.addAlgorithm(ExportScoresAlgorithm())
         self.addAlgorithm(EmbeddingRgbAlgorithm())
+        self.addAlgorithm(LoadScoresAlgorithm())
         self.addAlgorithm(InstallDependenciesAlgorithm())

@@ -30,11 +30,10 @@ def render_year(store, year: int, out, *, width: int = 1000, band: str | None = 
     years = [int(t) for t in zarr.open_group(str(store), mode="r")["time"][:]]
     if year not in years:
         raise SystemExit(f"{store} has no year {year}; it has {years[0]}..{years[-1]}.")
-    chosen = [
-        layer
-        for layer in layers
-        if band is None or layer.customProperty("embedding_change/band").startswith(band)
-    ]
+    labels = [layer.customProperty("embedding_change/band") for layer in layers]
+    # No band asked for: the score the map shows first (each score has its own ramp).
+    band = band or score_layers.default_band(labels)
+    chosen = [layer for layer, label in zip(layers, labels, strict=True) if label.startswith(band)]
     if not chosen:
         raise SystemExit(f"No score in {store} starts with {band!r}.")
     extent = chosen[0].extent()

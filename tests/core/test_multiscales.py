@@ -74,6 +74,7 @@ def reference_halve(values: np.ndarray, method: str) -> np.ndarray:
                 "max": valid.max(),
                 "min": valid.min(),
                 "nearest": valid[0],
+                "second_max": np.sort(valid)[-2] if valid.size > 1 else valid[0],
             }[method]
     return result
 
@@ -84,7 +85,7 @@ def source(tmp_path):
     return write_scores_store(tmp_path / "scores.zarr", values), values
 
 
-@pytest.mark.parametrize("method", ["mean", "max", "min", "nearest"])
+@pytest.mark.parametrize("method", ["mean", "max", "min", "nearest", "second_max"])
 def test_halve_matches_a_block_by_block_reduction(method):
     values = scores_with_nan_edges(shape=(2, 9, 11), seed=3)
     np.testing.assert_allclose(halve(values, method), reference_halve(values, method), rtol=1e-6)
@@ -101,7 +102,7 @@ def test_halve_keeps_all_nan_blocks_nan_without_warnings():
     assert np.isnan(result).sum() == result.size - 1
 
 
-@pytest.mark.parametrize("method", ["mean", "max", "nearest"])
+@pytest.mark.parametrize("method", ["mean", "max", "nearest", "second_max"])
 def test_each_level_is_the_resampling_of_the_level_above(source, tmp_path, method):
     path, values = source
     tree = build_multiscales(path, tmp_path / "pyramid.zarr", tile=8, resampling=method)
@@ -213,7 +214,7 @@ def test_an_embeddings_variable_from_another_tool_works(tmp_path):
     tree = build_multiscales(path, tmp_path / "pyramid.zarr", variable="embeddings", tile=8)
     assert "embeddings" in tree["0"].ds
     np.testing.assert_allclose(
-        tree["1"].ds["embeddings"].values, reference_halve(values, "mean"), rtol=1e-6
+        tree["1"].ds["embeddings"].values, reference_halve(values, "second_max"), rtol=1e-6
     )
 
 
@@ -228,7 +229,7 @@ def test_an_integer_source_becomes_float_with_its_no_data_as_nan(tmp_path):
     expected = np.where(values == -128, np.nan, values.astype(np.float32))
     np.testing.assert_array_equal(tree["0"].ds["embeddings"].values, expected)
     np.testing.assert_allclose(
-        tree["1"].ds["embeddings"].values, reference_halve(expected, "mean"), rtol=1e-6
+        tree["1"].ds["embeddings"].values, reference_halve(expected, "second_max"), rtol=1e-6
     )
 
 
@@ -354,3 +355,51 @@ def test_a_dask_cluster_builds_the_same_pyramid_as_threads(source, tmp_path):
             on_cluster[level].ds["scores"].values, threads[level].ds["scores"].values
         )
     assert fractions[-1] == pytest.approx(1.0)
+
+
+def share_above(values: np.ndarray, threshold: float = 3.0) -> float:
+    """The share of valid pixels above the threshold."""
+    valid = ~np.isnan(values)
+    return float((values[valid] > threshold).mean())
+
+
+@pytest.fixture(scope="module")
+def generated_scores(tmp_path_factory):
+    """Scores of a generated AEF-like store (planted one-year events, lasting changes, noise)."""
+    from embedding_change.core import compute_change_scores
+    from embedding_change.core.synthetic import write_aef_like_store
+
+    folder = tmp_path_factory.mktemp("faithful")
+    truth = write_aef_like_store(folder / "aef.zarr", shape=(512, 512), seed=3)
+    compute_change_scores(folder / "aef.zarr", folder / "scores.zarr", methods=["loo_medoid"])
+    return folder / "scores.zarr", truth
+
+
+@pytest.mark.slow
+def test_the_default_pyramid_stays_faithful_zoomed_out_where_max_floods(generated_scores, tmp_path):
+    path, truth = generated_scores
+    shares = {}
+    levels = {}
+    for method in (None, "max"):
+        options = {} if method is None else {"resampling": method}
+        tree = build_multiscales(path, tmp_path / f"{method}.zarr", tile=32, **options)
+        levels[method] = [tree[str(k)].ds["scores"].values[:, 0] for k in range(len(tree.children))]
+        shares[method] = [share_above(level) for level in levels[method]]
+        tree.close()
+
+    default = shares[None]
+    assert len(default) >= 5
+    assert 0.005 < default[0] < 0.2  # speckle and events above 3 at full resolution
+    assert all(share <= 2 * default[0] for share in default)  # no flooding at any level
+    assert shares["max"][3] > 5 * shares["max"][0]  # max floods (why it is not the default)
+    events = [c for c in truth.changes if c.kind == "one_year"]
+    big = [c for c in events if c.rows[1] - c.rows[0] >= 8 and c.cols[1] - c.cols[0] >= 8]
+    assert big
+    years = list(truth.years)
+    level_3 = levels[None][3]
+    for change in big:
+        t = years.index(change.year)
+        (r0, r1), (c0, c1) = change.rows, change.cols
+        assert share_above(levels[None][0][t, r0:r1, c0:c1]) > 0.5, change  # visible at level 0
+        block = level_3[t, r0 // 8 : -(-r1 // 8), c0 // 8 : -(-c1 // 8)]
+        assert np.nanmax(block) > 3, change

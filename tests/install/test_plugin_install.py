@@ -38,6 +38,7 @@ ALGORITHMS = [
     "embeddingchange:embeddingrgb",
     "embeddingchange:exportscores",
     "embeddingchange:installdependencies",
+    "embeddingchange:loadscores",
 ]
 
 
@@ -208,6 +209,7 @@ def test_the_desktop_starts_without_a_python_error_and_offers_the_install(
         "Change scores for this view",
         "Explain change at a pixel",
         "Install dependencies…",
+        "Load change scores…",
     ]
 
 

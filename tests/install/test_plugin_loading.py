@@ -28,6 +28,7 @@ LOADED_AT_START = (
     "embedding_change.algorithms.export_scores",
     "embedding_change.algorithms.embedding_rgb",
     "embedding_change.algorithms.install_dependencies",
+    "embedding_change.algorithms.load_scores",
     "embedding_change.algorithms.score_layers",
     "embedding_change.algorithms.pyramid_layers",
     "embedding_change.dependencies.check",

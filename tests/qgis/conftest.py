@@ -293,6 +293,20 @@ def block_max(values: np.ndarray) -> np.ndarray:
     return result
 
 
+def block_second_max(values: np.ndarray) -> np.ndarray:
+    """Each coarse pixel: the second-largest valid value of its 2 x 2 block (the only one when
+    one is valid, NaN if none), one by one."""
+    *lead, ny, nx = values.shape
+    result = np.full((*lead, math.ceil(ny / 2), math.ceil(nx / 2)), np.nan, np.float32)
+    for index in np.ndindex(result.shape):
+        *outer, i, j = index
+        block = values[(*outer, slice(2 * i, 2 * i + 2), slice(2 * j, 2 * j + 2))].ravel()
+        valid = np.sort(block[~np.isnan(block)])
+        if valid.size:
+            result[index] = valid[-2] if valid.size > 1 else valid[0]
+    return result
+
+
 def level_values(path, level: int) -> np.ndarray:
     """The scores of one pyramid level, read with xarray."""
     import xarray as xr

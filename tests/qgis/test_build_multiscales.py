@@ -19,6 +19,7 @@ from .conftest import (
     YEARS_AS_BANDS,
     assert_consolidated_in_a_format_gdal_reads,
     block_max,
+    block_second_max,
     level_values,
     placed_slices,
     score_layer_names,
@@ -37,6 +38,43 @@ def large_scores(tmp_path):
 
 def test_resampling_choices_are_the_engine_names():
     assert set(build_multiscales.RESAMPLINGS) == set(RESAMPLING_METHODS)
+
+
+def test_the_default_resampling_is_the_engines_and_max_stays_a_choice(provider):
+    import inspect
+
+    from qgis.core import QgsApplication
+
+    from embedding_change.core import multiscales
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+    parameter = algorithm.parameterDefinition("RESAMPLING")
+    engine = inspect.signature(multiscales.build_multiscales).parameters["resampling"].default
+    assert parameter.options()[parameter.defaultValue()] == engine == "second_max"
+    assert parameter.options()[0] == "max"  # what models saved before second_max still mean
+
+
+@pytest.mark.parametrize("given_as", ["layer", "group", "layer id", "group name"])
+def test_input_can_be_a_loaded_score_layer_or_group(
+    provider, project, large_scores, tmp_path, given_as
+):
+    import processing
+
+    from embedding_change.algorithms import score_layers
+
+    layers = score_layers.load_score_layers(large_scores.path, project)
+    (run_group,) = project.layerTreeRoot().findGroups()
+    value = {
+        "layer": layers[-1],
+        "group": run_group.findGroups()[0],
+        "layer id": layers[0].id(),
+        "group name": run_group.name(),
+    }[given_as]
+    output = tmp_path / "from_layer.zarr"
+    processing.run(ALGORITHM, {"INPUT": value, "OUTPUT": str(output)})
+
+    np.testing.assert_array_equal(level_values(output, 0), large_scores.scores)
+    np.testing.assert_array_equal(level_values(output, 1), block_second_max(large_scores.scores))
 
 
 def test_processing_run_builds_levels_that_keep_the_highest_score(provider, large_scores, tmp_path):
@@ -125,7 +163,10 @@ def test_pyramid_layers_are_grouped_styled_and_animated_like_score_layers(
 
     (run_group,) = project.layerTreeRoot().findGroups()
     assert run_group.name() == "pyramid.zarr"
-    assert [g.name() for g in run_group.findGroups()] == list(large_scores.bands)
+    assert [g.name() for g in run_group.findGroups()] == [
+        "LOO medoid z-score",
+        "Year-to-year difference z-score",
+    ]
     for group in run_group.findGroups():
         assert [n.name() for n in group.findLayers()] == score_layer_names(large_scores.years)
         for node in group.findLayers():

@@ -91,9 +91,11 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
         "YEARS",
         "STORAGE_OPTIONS",
         "SCHEDULER",
+        "LOAD",
         "OUTPUT",
     ]
     parameter = algorithm.parameterDefinition
+    assert parameter("LOAD").defaultValue() is True
     assert parameter("STORE").defaultValue() == AEF_STORE
     assert parameter("VARIABLE").defaultValue() == "embeddings"
     assert parameter("METHODS").options() == list(kernels.METHODS) == list(METHODS)
@@ -215,7 +217,9 @@ def test_a_run_loads_the_score_layers_into_the_project(provider, project, aef_st
     (run_group,) = project.layerTreeRoot().findGroups()
     assert run_group.name() == "loaded.zarr"
     groups = run_group.findGroups()
-    assert [g.name() for g in groups] == list(kernels.score_labels(METHODS, METRICS[0], True))
+    assert [g.name() for g in groups] == ["LOO medoid z-score", "Year-to-year difference z-score"]
+    bands = [g.findLayers()[0].layer().customProperty("embedding_change/band") for g in groups]
+    assert sorted(bands) == list(kernels.score_labels(METHODS, METRICS[0], True))
     for group in groups:
         assert [n.name() for n in group.findLayers()] == score_layer_names(range(2017, 2026))
     layers = list(project.mapLayers().values())
@@ -367,6 +371,7 @@ def test_batch_dialog_runs_each_row_and_loads_its_layers(
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
     dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
     panel = dialog.mainWidget()
+    panel.checkLoadLayersOnCompletion.setChecked(True)  # off by default in the batch dialog
     context = dataobjects.createContext()
     rows = [(0.05, 0.35, 0.1, 0.4), (0.55, 0.95, 0.5, 0.9)]
     panel.addRow(len(rows) - panel.batchRowCount())
@@ -397,3 +402,163 @@ def test_batch_dialog_runs_each_row_and_loads_its_layers(
         layers = [node.layer() for node in group.findLayers()]
         assert len(layers) == 2 * len(score_layer_names(store.years))
         assert_layers_show_the_store(layers, store)
+
+
+@pytest.fixture
+def clean_settings():
+    """No remembered choices before or after the test."""
+    from qgis.core import QgsSettings
+
+    from embedding_change.algorithms.change_scores import SETTINGS
+
+    QgsSettings().remove(SETTINGS)
+    yield
+    QgsSettings().remove(SETTINGS)
+
+
+def test_with_loading_off_nothing_loads(provider, project, aef_store, tmp_path):
+    import processing
+
+    path, _ = aef_store
+    feedback = QgsProcessingFeedback()
+    processing.runAndLoadResults(
+        ALGORITHM,
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "LOAD": False,
+            "OUTPUT": str(tmp_path / "unloaded.zarr"),
+        },
+        feedback=feedback,
+    )
+
+    assert project.mapLayers() == {}
+    assert project.layerTreeRoot().children() == []
+    assert "Layers not loaded" in feedback.textLog()
+    assert read_scores_store(tmp_path / "unloaded.zarr").scores.shape[:2] == (9, 2)
+
+
+def test_batch_dialog_with_loading_off_loads_nothing(
+    provider, project, aef_store, tmp_path, qgis_iface
+):
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from processing.tools import dataobjects
+
+    path, _ = aef_store
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
+    dialog = BatchAlgorithmDialog(algorithm, parent=qgis_iface.mainWindow())
+    panel = dialog.mainWidget()
+    panel.checkLoadLayersOnCompletion.setChecked(False)
+    context = dataobjects.createContext()
+    rows = [(0.05, 0.35, 0.1, 0.4), (0.55, 0.95, 0.5, 0.9)]
+    panel.addRow(len(rows) - panel.batchRowCount())
+    for row, fraction in enumerate(rows):
+        values = {"STORE": str(path), "EXTENT": store_extent(store_bbox(aef_store), fraction)}
+        for name, value in values.items():
+            panel.wrappers[row][panel.parameter_to_column[name]].setParameterValue(value, context)
+        output = panel.tblParameters.cellWidget(row + 1, panel.parameter_to_column["OUTPUT"])
+        output.setValue(str(tmp_path / f"row{row}.zarr"))
+
+    dialog.show()
+    dialog.runAlgorithm()
+    wait_for_background_tasks()
+    dialog.close()
+    dialog.deleteLater()
+
+    assert QgsProject.instance().mapLayers() == {}
+    assert QgsProject.instance().layerTreeRoot().findGroups() == []
+    for row in range(len(rows)):  # the rows did run
+        assert read_scores_store(tmp_path / f"row{row}.zarr").scores.shape[:2] == (9, 2)
+
+
+def test_the_next_dialog_starts_from_the_last_runs_choices(
+    provider, aef_store, tmp_path, clean_settings
+):
+    from embedding_change.algorithms.change_scores import remembered_parameters
+
+    path, _ = aef_store
+    assert remembered_parameters() == {}
+    run(
+        {
+            "STORE": str(path),
+            "VARIABLE": "embeddings",
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "METHODS": [1],
+            "METRIC": 2,
+            "YEARS": "2018-2021",
+            "OUTPUT": str(tmp_path / "runs" / "first.zarr"),
+        }
+    )
+
+    remembered = remembered_parameters()
+    output = remembered.pop("OUTPUT")
+    assert remembered == {
+        "STORE": str(path),
+        "VARIABLE": "embeddings",
+        "METHODS": [1],
+        "METRIC": 2,
+        "YEARS": "2018-2021",
+    }
+    assert output.startswith(str(tmp_path / "runs") + "/change_scores_") and output.endswith(
+        ".zarr"
+    )
+
+
+def test_the_toolbar_dialog_gets_the_remembered_choices_and_the_canvas_extent(
+    provider, aef_store, tmp_path, clean_settings, qgis_iface
+):
+    from embedding_change.provider.plugin import EmbeddingChangePlugin
+
+    path, _ = aef_store
+    run(
+        {
+            "STORE": str(path),
+            "EXTENT": store_extent(store_bbox(aef_store), INSIDE),
+            "METRIC": 1,
+            "OUTPUT": str(tmp_path / "a.zarr"),
+        }
+    )
+    parameters = EmbeddingChangePlugin(qgis_iface).dialog_parameters()
+    assert parameters["STORE"] == str(path)
+    assert parameters["METRIC"] == 1
+    assert parameters["EXTENT"].endswith("]")
+
+
+def test_log_reports_the_stages_a_clipped_extent_and_a_temporary_output(provider, aef_store):
+    path, _ = aef_store
+    xmin, ymin, xmax, ymax = store_bbox(aef_store)
+    width = xmax - xmin
+    # The right half of the extent lies east of the store: half of it is kept.
+    extent = f"{xmin + 0.5 * width!r},{xmax + 0.5 * width!r},{ymin!r},{ymax!r} [EPSG:4326]"
+    feedback = QgsProcessingFeedback()
+    result = run(
+        {"STORE": str(path), "EXTENT": extent, "YEARS": "2018-2020", "OUTPUT": "TEMPORARY_OUTPUT"},
+        feedback,
+    )
+
+    log = feedback.textLog()
+    stages = [
+        "Opening the store",
+        "Preparing the scoring kernel",
+        "Reading and scoring: 25% of the tiles done",
+        "Reading and scoring: 100% of the tiles done, written.",
+        "Wrote 2 scores",
+    ]
+    positions = [log.index(stage) for stage in stages]
+    assert positions == sorted(positions)
+    kept = f"kept ({xmin + 0.5 * width:.6f}, {ymin:.6f}, {xmax:.6f}, {ymax:.6f}) (50% of the extent"
+    assert kept in log
+    assert f"The output {result['OUTPUT']} is a temporary folder: QGIS removes it" in log
+
+
+def test_an_empty_extent_says_how_to_give_one(provider, aef_store, tmp_path):
+    path, _ = aef_store
+    with pytest.raises(QgsProcessingException, match="is empty .*an empty project gives 0,0,0,0"):
+        run(
+            {
+                "STORE": str(path),
+                "EXTENT": "0,0,0,0 [EPSG:4326]",
+                "OUTPUT": str(tmp_path / "none.zarr"),
+            }
+        )
+    assert not (tmp_path / "none.zarr").exists()

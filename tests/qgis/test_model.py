@@ -10,7 +10,7 @@ from qgis.core import QgsProcessingFeedback, QgsProcessingModelAlgorithm
 from embedding_change.core import compute_change_scores
 from embedding_change.core.store import open_embedding_store
 
-from .conftest import block_max, level_values, store_extent
+from .conftest import block_second_max, level_values, store_extent
 
 pytestmark = pytest.mark.qgis
 
@@ -57,6 +57,6 @@ def test_model_file_chains_change_scores_into_the_pyramid(provider, aef_store, t
     # 448 x 420 pixels: level /0 is the scores, /1 (224 x 210) fits one 256-pixel tile.
     np.testing.assert_array_equal(level_values(pyramid_path, 0), expected["scores"].values)
     np.testing.assert_array_equal(
-        level_values(pyramid_path, 1), block_max(expected["scores"].values)
+        level_values(pyramid_path, 1), block_second_max(expected["scores"].values)
     )
     assert not (pyramid_path / "2").exists()

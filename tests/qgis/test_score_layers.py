@@ -38,7 +38,8 @@ from .conftest import (
 
 pytestmark = pytest.mark.qgis
 
-DARK_RED = [189, 0, 38, 255]
+DARK_RED = [189, 0, 38, 255]  # loo_medoid's ramp (YlOrRd) at its top
+DARK_PURPLE = [110, 1, 107, 255]  # difference's ramp (BuPu) at its top
 
 
 def rendered_frame(layers, frame_range) -> np.ndarray:
@@ -67,10 +68,19 @@ def score_groups(project) -> list[QgsLayerTreeGroup]:
     return run_group.findGroups()
 
 
+def group_band(group) -> str:
+    """The store's band label of a score group (the group's name is the analyst's title)."""
+    return group.findLayers()[0].layer().customProperty("embedding_change/band")
+
+
 def group_layers(project, method: str):
-    """The layers of the score whose name starts with `method`, in layer-tree order."""
-    (group,) = (g for g in score_groups(project) if g.name().startswith(method))
+    """The layers of the score whose band label starts with `method`, in layer-tree order."""
+    (group,) = (g for g in score_groups(project) if group_band(g).startswith(method))
     return [node.layer() for node in group.findLayers()]
+
+
+TITLES = ["LOO medoid z-score", "Year-to-year difference z-score"]  # loo_medoid first
+BANDS_SHOWN = [ZSCORE_BANDS[1], ZSCORE_BANDS[0]]
 
 
 def frame_of(navigation, years, year: int):
@@ -93,8 +103,10 @@ def test_a_group_per_score_holds_its_years_in_year_order_read_from_the_store(pro
     (run_group,) = project.layerTreeRoot().findGroups()
     assert run_group.name() == "scores.zarr"
     groups = score_groups(project)
-    assert [g.name() for g in groups] == scores_store.bands
-    for b, group in enumerate(groups):
+    assert [g.name() for g in groups] == TITLES
+    assert [group_band(g) for g in groups] == BANDS_SHOWN
+    for group in groups:
+        b = scores_store.bands.index(group_band(group))
         layers = [node.layer() for node in group.findLayers()]
         assert [layer.name() for layer in layers] == score_layer_names(scores_store.years)
         assert [year for layer in layers for _, year in sorted(band_years(layer).items())] == (
@@ -172,7 +184,8 @@ def test_no_data_is_transparent(project, scores_store, qgis_iface, temporal_navi
     first = rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, 2017))
     event = rendered_frame(layers, frame_of(temporal_navigation, scores_store.years, 2020))
     assert (first[..., 3] == 0).all()
-    assert (event[10:20, 5:15] == DARK_RED).all()  # the same layers do paint where there is data
+    # The same layers do paint where there is data, in their own ramp.
+    assert (event[10:20, 5:15] == DARK_PURPLE).all()
 
 
 def test_plain_distances_share_a_scale_set_by_their_99th_percentile(project, tmp_path):
@@ -260,7 +273,7 @@ def test_layers_keep_year_order_when_the_desktop_inserts_next_to_the_current_lay
         bridge.setLayerInsertionPoint(QgsLayerTreeRegistryBridge.InsertionPoint(root, 0))
 
     assert [g.name() for g in root.findGroups()] == ["scores.zarr"]
-    assert [g.name() for g in score_groups(project)] == scores_store.bands
+    assert [g.name() for g in score_groups(project)] == TITLES
     for group in score_groups(project):
         layers = [node.layer() for node in group.findLayers()]
         assert [layer.name() for layer in layers] == score_layer_names(scores_store.years)
@@ -280,3 +293,101 @@ def test_one_score_group_is_shown_at_a_time(project, scores_store):
     assert (first.isVisible(), second.isVisible()) == (True, False)
     second.setItemVisibilityChecked(True)
     assert (first.isVisible(), second.isVisible()) == (False, True)
+
+
+def shown_year(navigation) -> int:
+    """The year of the temporal controller's current frame."""
+    frame = navigation.dateTimeRangeForFrameNumber(navigation.currentFrameNumber())
+    return frame.begin().date().year()
+
+
+def test_the_first_frame_is_the_year_with_the_most_loo_medoid_change(
+    project, tmp_path, qgis_iface, temporal_navigation
+):
+    import zarr
+
+    store = write_scores_store(tmp_path / "event.zarr")
+    scores = zarr.open_array(str(store.path / "scores"), mode="r+")
+    values = scores[:]
+    values[3, :, 10:20, 5:15] = 0.0  # no event in 2020 ...
+    values[6, 1, 0:30, 0:30] = 5.0  # ... but a large one in loo_medoid in 2023
+    values[1, 0, :, :] = 9.0  # and difference all high in 2018: not the score shown first
+    scores[:] = values
+    temporal_navigation.setCurrentFrameNumber(0)
+
+    score_layers.load_score_layers(store.path, project, qgis_iface)
+
+    shares = (values[:, 1] > 3).mean(axis=(1, 2))
+    assert store.years[int(np.argmax(shares))] == 2023
+    assert shown_year(temporal_navigation) == 2023
+    assert temporal_navigation.navigationMode() == temporal_navigation.Animated
+
+
+def test_loo_medoid_is_the_score_on_the_map_and_difference_has_its_own_ramp(project, scores_store):
+    score_layers.load_score_layers(scores_store.path, project)
+
+    groups = score_groups(project)
+    assert [g.name() for g in groups] == TITLES
+    assert [g.isVisible() for g in groups] == [True, False]
+    loo, difference = (group_layers(project, m)[0] for m in ("loo_medoid", "difference"))
+    top = [
+        layer.renderer().shader().rasterShaderFunction().shade(30.0)[1:]
+        for layer in (loo, difference)
+    ]
+    assert [tuple(colour) for colour in top] == [tuple(DARK_RED), tuple(DARK_PURPLE)]
+
+
+def test_the_legend_names_the_unit_the_transparent_threshold_and_the_ramp_ends(
+    project, scores_store
+):
+    score_layers.load_score_layers(scores_store.path, project)
+
+    layer = group_layers(project, "loo_medoid")[0]
+    labels = [label for label, _ in layer.renderer().legendSymbologyItems()]
+    assert labels == [
+        "≤ 3 robust z-score: transparent (ordinary)",
+        "4",
+        "6",
+        "≥ 8 robust z-score",
+    ]
+    colours = [colour.alpha() for _, colour in layer.renderer().legendSymbologyItems()]
+    assert colours == [0, 150, 220, 255]
+    assert (
+        not layer.renderer().shader().rasterShaderFunction().legendSettings().useContinuousLegend()
+    )
+
+
+def test_a_later_run_widens_the_time_range_and_keeps_the_analysts_frame(
+    project, tmp_path, qgis_iface, temporal_navigation
+):
+    first = write_scores_store(tmp_path / "first.zarr", years=range(2019, 2026))
+    second = write_scores_store(tmp_path / "second.zarr", years=range(2015, 2021))
+    score_layers.load_score_layers(first.path, project, qgis_iface)
+    assert shown_year(temporal_navigation) == 2022  # the event is at year index 3
+    temporal_navigation.setCurrentFrameNumber(2)  # the analyst goes to 2021
+
+    score_layers.load_score_layers(second.path, project, qgis_iface)
+
+    assert project.timeSettings().temporalRange() == score_layers.years_range(2015, 2025)
+    assert temporal_navigation.temporalExtents() == score_layers.animation_extent(2015, 2025)
+    assert temporal_navigation.totalFrameCount() == 11
+    assert shown_year(temporal_navigation) == 2021
+    # Every year of both results is one frame away.
+    for group in project.layerTreeRoot().findGroups():
+        for node in group.findLayers():
+            for year in band_years(node.layer()).values():
+                frame = temporal_navigation.dateTimeRangeForFrameNumber(year - 2015)
+                assert year in years_drawn(node.layer(), frame)
+
+
+def test_a_temporary_output_is_named_by_its_extent_and_time(tmp_path):
+    import datetime
+
+    from qgis.core import QgsProcessingUtils
+
+    assert score_layers.is_temporary_output(f"{QgsProcessingUtils.tempFolder()}/abc/OUTPUT")
+    assert not score_layers.is_temporary_output(tmp_path / "kept.zarr")
+    name = score_layers.temporary_run_name(
+        (-105.3, 40.0, -105.2, 40.1), datetime.datetime(2026, 12, 1, 10, 5, 7)
+    )
+    assert name == "Change -105.3000, 40.0000 – -105.2000, 40.1000 at 10:05:07"
