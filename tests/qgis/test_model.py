@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from qgis.core import QgsProcessingFeedback, QgsProcessingModelAlgorithm
+from qgis.core import QgsProcessingFeedback, QgsProcessingModelAlgorithm, QgsVectorLayer
 
 from embedding_change.core import compute_change_scores
 from embedding_change.core.store import open_embedding_store
@@ -28,11 +28,12 @@ def test_model_file_chains_change_scores_into_the_pyramid(provider, aef_store, t
     outputs = {
         p.name().rsplit(":", 1)[-1]: p.name() for p in model.destinationParameterDefinitions()
     }
-    assert set(outputs) == {"scores", "pyramid"}
+    assert set(outputs) == {"scores", "pyramid", "hotspots"}
     bbox = open_embedding_store(path).grid.bbox
     xmin, ymin, xmax, ymax = bbox
     box = (xmin + 0.2 * (xmax - xmin), ymin + 0.3 * (ymax - ymin), xmax, ymax)
     scores_path, pyramid_path = tmp_path / "model.zarr", tmp_path / "pyramid.zarr"
+    hotspots_path = tmp_path / "hotspots.gpkg"
 
     results = processing.run(
         model,
@@ -42,6 +43,7 @@ def test_model_file_chains_change_scores_into_the_pyramid(provider, aef_store, t
             "years": "2019-2024",
             outputs["scores"]: str(scores_path),
             outputs["pyramid"]: str(pyramid_path),
+            outputs["hotspots"]: str(hotspots_path),
         },
         feedback=QgsProcessingFeedback(),
     )
@@ -60,3 +62,8 @@ def test_model_file_chains_change_scores_into_the_pyramid(provider, aef_store, t
         level_values(pyramid_path, 1), block_second_max(expected["scores"].values)
     )
     assert not (pyramid_path / "2").exists()
+    # The hotspots step reads the model's scores: polygons only in the years it scored.
+    hotspots = QgsVectorLayer(str(hotspots_path), "hotspots", "ogr")
+    assert hotspots.isValid() and hotspots.featureCount() > 0
+    years = {feature["year"] for feature in hotspots.getFeatures()}
+    assert years <= set(range(2019, 2025))
