@@ -302,7 +302,7 @@ def ramp_items(score: ScoreSlice) -> list[QgsColorRampShader.ColorRampItem]:
     for (fraction, alpha), rgb in zip(RAMP_FRACTIONS, colours, strict=True):
         value = fraction * score.high
         if fraction == THRESHOLD_FRACTION:
-            label = f"≤ {value:.3g} {score.unit}: transparent (ordinary)"
+            label = f"≤ {value:.3g}: transparent (ordinary)"
         elif fraction == 1.0:
             label = f"≥ {value:.3g} {score.unit}"
         else:
@@ -313,6 +313,15 @@ def ramp_items(score: ScoreSlice) -> list[QgsColorRampShader.ColorRampItem]:
 
 def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
     """Colour ramp, name, temporal range(s) and the properties that say what the layer is."""
+    set_score_renderer(layer, score)
+    _set_temporal(layer, score)
+    layer.setCustomProperty(f"{PROPERTY}/store", score.store)
+    layer.setCustomProperty(f"{PROPERTY}/band", score.band)
+    layer.triggerRepaint()
+
+
+def set_score_renderer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
+    """The score's colour ramp on band 1, transparent up to the threshold."""
     ramp = QgsColorRampShader(0.0, score.high)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     # Not clipped: values under the first stop take its transparent colour, values over the
@@ -331,6 +340,8 @@ def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
     renderer.setClassificationMax(score.high)
     layer.setRenderer(renderer)
 
+
+def _set_temporal(layer: QgsRasterLayer, score: ScoreSlice) -> None:
     temporal = layer.temporalProperties()
     if score.year is None:
         # The renderer draws the band whose range holds the frame (QgsRasterLayerRenderer sets
@@ -350,20 +361,11 @@ def style_score_layer(layer: QgsRasterLayer, score: ScoreSlice) -> None:
         layer.setCustomProperty(f"{PROPERTY}/year", score.year)
     temporal.setIsActive(True)
 
-    layer.setCustomProperty(f"{PROPERTY}/store", score.store)
-    layer.setCustomProperty(f"{PROPERTY}/band", score.band)
-    layer.triggerRepaint()
-
 
 def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: ScoreSlice) -> None:
     """Group of the run > group per score (the default score first) > layers by year, on top."""
     root = project.layerTreeRoot()
-    run_name = score.run_name or Path(score.store).name
-    run_group = _child_group(root, f"{PROPERTY}/store", score.store, run_name, 0)
-    # One score on the map at a time (they would cover each other); checking another group
-    # switches to it.
-    if not run_group.isMutuallyExclusive():
-        run_group.setIsMutuallyExclusive(True)
+    run_group = run_group_of(root, score)
     rank = band_rank(score.bands, score.band)
     band_group = _child_group(
         run_group,
@@ -402,6 +404,17 @@ def place_in_layer_tree(project: QgsProject, layer: QgsRasterLayer, score: Score
         band_group.setItemVisibilityChecked(True)
     elif any(_group_rank(g) < 0 for g in run_group.findGroups()):
         band_group.setItemVisibilityChecked(False)
+
+
+def run_group_of(root, score: ScoreSlice) -> QgsLayerTreeGroup:
+    """The run's group (made at the top if new); it shows one score at a time."""
+    run_name = score.run_name or Path(score.store).name
+    run_group = _child_group(root, f"{PROPERTY}/store", score.store, run_name, 0)
+    # One score on the map at a time (they would cover each other); checking another group
+    # switches to it.
+    if not run_group.isMutuallyExclusive():
+        run_group.setIsMutuallyExclusive(True)
+    return run_group
 
 
 def _child_group(parent: QgsLayerTreeGroup, key: str, value, name: str, position: int):
@@ -507,14 +520,15 @@ class ScoreLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
     # live here (a few small objects per run) until the process ends.
     _alive: list[ScoreLayerPostProcessor] = []
 
-    def __init__(self, score: ScoreSlice, load_check: str | None = None):
+    def __init__(self, score: ScoreSlice, load_check: str | None = None, summary=False):
         super().__init__()
         self.score = score
         self.load_check = load_check
+        self.summary = summary
 
     @classmethod
-    def create(cls, score: ScoreSlice, load_check: str | None = None) -> ScoreLayerPostProcessor:
-        processor = cls(score, load_check)
+    def create(cls, score: ScoreSlice, load_check=None, summary=False) -> ScoreLayerPostProcessor:
+        processor = cls(score, load_check, summary)
         cls._alive.append(processor)
         return processor
 
@@ -524,6 +538,11 @@ class ScoreLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
             # The batch dialog gives every row the project whatever its "Load layers on
             # completion" says (for folder outputs): the layer leaves as soon as it came in.
             project.removeMapLayer(layer.id())
+            return
+        if self.summary:
+            from .summary_layers import place_summary_layer
+
+            place_summary_layer(project, layer, self.score)
             return
         show_score_layer(layer, self.score, project, _iface())
 
@@ -565,13 +584,27 @@ def register_score_layers(
     if context.project() is None:
         return 0
     pairs = score_layer_pairs(store, years, bands, slice_source, **details)
-    for layer, score in pairs:
+    summary = summary_pairs(pairs)
+    for layer, score in pairs + summary:
         context.temporaryLayerStore().addMapLayer(layer)
         details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), "OUTPUT")
         details.forceName = True
-        details.setPostProcessor(ScoreLayerPostProcessor.create(score, load_check))
+        is_summary = bool(layer.customProperty(f"{PROPERTY}/summary", False))
+        details.setPostProcessor(ScoreLayerPostProcessor.create(score, load_check, is_summary))
         context.addLayerToLoadOnCompletion(layer.id(), details)
-    return len(pairs)
+    return len(pairs) + len(summary)
+
+
+def summary_pairs(pairs) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
+    """ "Year of largest change" and "Largest change" of the default score, if the store has a
+    summary (algorithms/summary_layers.py)."""
+    from .summary_layers import summary_layers
+
+    if not pairs:
+        return []
+    band = default_band(pairs[0][1].bands)
+    score = next(score for _, score in pairs if score.band == band)
+    return [(layer, score) for layer in summary_layers(score)]
 
 
 def load_score_layers(
@@ -589,10 +622,15 @@ def load_score_layers(
     """
     project = project or QgsProject.instance()
     years, bands = labels or read_score_labels(store)
+    from .summary_layers import place_summary_layer
+
     pairs = score_layer_pairs(store, years, bands, slice_source, **details)
     for layer, score in pairs:
         project.addMapLayer(layer, False)
         show_score_layer(layer, score, project, iface)
+    for layer, score in summary_pairs(pairs):
+        project.addMapLayer(layer, False)
+        place_summary_layer(project, layer, score)
     return [layer for layer, _ in pairs]
 
 

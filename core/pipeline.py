@@ -30,7 +30,7 @@ from . import kernels
 from .chunk_files import read_chunks, reused_buffer
 from .errors import EmbeddingChangeError, ParameterError, StoreError
 from .failures import chunk_key, chunk_of_key, decode_cause, failed_key, storage_chunks
-from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_tile
+from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store
 from .quantisation import SIGNED_SQUARE
 from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
 from .scheduling import run_cancellable, run_tasks, runs_locally
@@ -41,6 +41,7 @@ from .store import (
     remember_store,
     store_url,
 )
+from .summary import create_with_summary, write_tile_with_summary
 from .window import PixelWindow, blocks, pixel_window
 
 
@@ -131,6 +132,7 @@ def compute_change_scores(
         attrs,
         zarr_format,
     )
+    create = functools.partial(create_with_summary, create, target)  # + summary (core/summary)
     try:
         target.check_space(len(chosen_years) * len(labels), window.shape)
         if not runs_locally(scheduler):
@@ -430,11 +432,11 @@ def write_tile_parts(
     after that task.
     """
     if len(parts) == 1:
-        return write_tile(scored[0], url, storage_options, y0, x0, retry)
+        return write_tile_with_summary(scored[0], url, storage_options, y0, x0, retry)
     first = scored[0]
     out = np.empty((*first.shape[:2], *tile.shape), first.dtype)
     for values, part in zip(scored, parts, strict=True):
         rows = slice(part.row0 - tile.row0, part.row1 - tile.row0)
         cols = slice(part.col0 - tile.col0, part.col1 - tile.col0)
         out[:, :, rows, cols] = values
-    return write_tile(out, url, storage_options, y0, x0, retry)
+    return write_tile_with_summary(out, url, storage_options, y0, x0, retry)

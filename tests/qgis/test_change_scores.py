@@ -77,6 +77,15 @@ def scores_of(path):
         return scores.load()
 
 
+def is_summary(layer) -> bool:
+    return bool(layer.customProperty("embedding_change/summary", False))
+
+
+def score_layers_of(project):
+    """The project's score layers (not the summary layers "when it changed")."""
+    return [layer for layer in project.mapLayers().values() if not is_summary(layer)]
+
+
 def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
 
@@ -216,13 +225,15 @@ def test_a_run_loads_the_score_layers_into_the_project(provider, project, aef_st
 
     (run_group,) = project.layerTreeRoot().findGroups()
     assert run_group.name() == "loaded.zarr"
-    groups = run_group.findGroups()
+    *groups, summary = run_group.findGroups()
+    assert summary.name() == "When it changed: LOO medoid z-score"
+    assert [n.name() for n in summary.findLayers()] == ["Year of largest change", "Largest change"]
     assert [g.name() for g in groups] == ["LOO medoid z-score", "Year-to-year difference z-score"]
     bands = [g.findLayers()[0].layer().customProperty("embedding_change/band") for g in groups]
     assert sorted(bands) == list(kernels.score_labels(METHODS, METRICS[0], True))
     for group in groups:
         assert [n.name() for n in group.findLayers()] == score_layer_names(range(2017, 2026))
-    layers = list(project.mapLayers().values())
+    layers = score_layers_of(project)
     assert len(layers) == 2 * len(score_layer_names(range(2017, 2026)))
     assert_layers_show_the_store(layers, read_scores_store(tmp_path / "loaded.zarr"))
 
@@ -258,7 +269,7 @@ def test_runs_as_a_background_task_reporting_progress(provider, project, aef_sto
     assert progress and max(progress) == pytest.approx(100)
     assert progress == sorted(progress)
     assert handleAlgorithmResults(algorithm, context, feedback)
-    layers = list(project.mapLayers().values())
+    layers = score_layers_of(project)
     assert len(layers) == 2 * len(score_layer_names(range(2017, 2026)))
     assert_layers_show_the_store(layers, read_scores_store(tmp_path / "task.zarr"))
 
@@ -399,7 +410,7 @@ def test_batch_dialog_runs_each_row_and_loads_its_layers(
     for group in run_groups:
         store = read_scores_store(tmp_path / group.name())
         assert (len(store.years), len(store.bands)) == (9, 2)
-        layers = [node.layer() for node in group.findLayers()]
+        layers = [n.layer() for n in group.findLayers() if not is_summary(n.layer())]
         assert len(layers) == 2 * len(score_layer_names(store.years))
         assert_layers_show_the_store(layers, store)
 

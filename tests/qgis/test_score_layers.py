@@ -30,6 +30,7 @@ from .conftest import (
     ZSCORE_BANDS,
     assert_layers_show_the_store,
     band_sources,
+    band_values,
     band_years,
     score_layer_names,
     write_scores_store,
@@ -345,7 +346,7 @@ def test_the_legend_names_the_unit_the_transparent_threshold_and_the_ramp_ends(
     layer = group_layers(project, "loo_medoid")[0]
     labels = [label for label, _ in layer.renderer().legendSymbologyItems()]
     assert labels == [
-        "≤ 3 robust z-score: transparent (ordinary)",
+        "≤ 3: transparent (ordinary)",
         "4",
         "6",
         "≥ 8 robust z-score",
@@ -391,3 +392,48 @@ def test_a_temporary_output_is_named_by_its_extent_and_time(tmp_path):
         (-105.3, 40.0, -105.2, 40.1), datetime.datetime(2026, 12, 1, 10, 5, 7)
     )
     assert name == "Change -105.3000, 40.0000 – -105.2000, 40.1000 at 10:05:07"
+
+
+def test_a_run_loads_the_year_and_size_of_the_largest_change(project, aef_store, tmp_path):
+    """Year of largest change: paletted, a colour and legend entry per year, transparent where
+    the largest z-score stays at or under 3; Largest change: the score's ramp."""
+    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
+    from embedding_change.algorithms.summary_layers import LARGEST, YEAR_OF_LARGEST
+    from embedding_change.core import compute_change_scores, summary
+
+    assert (LARGEST, YEAR_OF_LARGEST) == (summary.LARGEST, summary.YEAR_OF_LARGEST)
+    path, _ = aef_store
+    output = tmp_path / "summary.zarr"
+    compute_change_scores(path, output, zarr_format=zarr_format_for_layers())
+    score_layers.load_score_layers(output, project)
+
+    (run_group,) = project.layerTreeRoot().findGroups()
+    names = [g.name() for g in run_group.findGroups()]
+    assert names == TITLES + ["When it changed: LOO medoid z-score"]
+    assert [g.isVisible() for g in run_group.findGroups()] == [True, False, False]
+    year_layer, largest_layer = (n.layer() for n in run_group.findGroups()[2].findLayers())
+    assert (year_layer.name(), largest_layer.name()) == (
+        "Year of largest change",
+        "Largest change",
+    )
+    import xarray as xr
+
+    with xr.open_zarr(output, consolidated=None) as ds:
+        b = list(ds["band"].values).index(ZSCORE_BANDS[1])
+        scores = ds["scores"].values[:, b]
+        years = [int(t) for t in ds["time"].values]
+    finite = np.isfinite(scores).any(axis=0)
+    largest = np.where(finite, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), 0), np.nan)
+    year = np.asarray(years)[np.argmax(np.where(np.isfinite(scores), scores, -np.inf), 0)]
+    expected_year = np.where(finite & (largest > 3), year, 0)
+    np.testing.assert_array_equal(band_values(largest_layer), largest.astype(np.float32))
+    provider = year_layer.dataProvider()
+    block = provider.block(1, year_layer.extent(), year_layer.width(), year_layer.height())
+    shown = np.frombuffer(bytes(block.data()), np.int16).reshape(expected_year.shape)
+    np.testing.assert_array_equal(shown, expected_year)
+    assert provider.sourceNoDataValue(1) == 0
+    renderer = year_layer.renderer()
+    assert renderer.type() == "paletted"
+    assert [c.label for c in renderer.classes()] == [str(y) for y in years]
+    assert len({c.color.name() for c in renderer.classes()}) == len(years)
+    assert largest_layer.renderer().type() == "singlebandpseudocolor"
