@@ -35,7 +35,8 @@ def chunk_codec(array: zarr.Array) -> str | None:
     if metadata.zarr_format == 3:
         codecs = metadata.codecs
         plain = isinstance(codecs[0], BytesCodec) and (
-            codecs[0].endian is None or codecs[0].endian.value == sys.byteorder
+            codecs[0].endian is None
+            or getattr(codecs[0].endian, "value", codecs[0].endian) == sys.byteorder
         )
         if plain and len(codecs) == 1:
             return "raw"
