@@ -65,9 +65,8 @@ class OutputTarget:
         final = store_url(output)
         if is_remote(final):
             options = storage_options_for(final, storage_options)
-            try:
-                fs, path = fsspec.core.url_to_fs(final, **options)
-                exists = fs.exists(path)
+            try:  # through core.retry: a flaky server must not fail the check
+                exists = not sync(zarr_store(final, storage_options, retry=retry).is_empty(""))
             except Exception as exc:
                 raise OutputError(f"Cannot reach the output {final}: {plain_cause(exc)}.") from exc
             if exists:

@@ -564,6 +564,12 @@ def test_a_box_that_is_not_4_finite_numbers_is_named(local_store, bbox):
     assert leftovers(out) == []
 
 
+def test_robust_zscore_that_is_not_a_bool_is_named(local_store):
+    path, out = local_store
+    with pytest.raises(ParameterError, match="robust_zscore must be True or False, not 'no'"):
+        compute_change_scores(path, out / "s.zarr", robust_zscore="no")
+
+
 def few_years_store(folder: Path, n_years: int) -> Path:
     path = folder / f"years{n_years}.zarr"
     write_aef_like_store(path, shape=(64, 64), bands=8, years=range(2020, 2020 + n_years))
