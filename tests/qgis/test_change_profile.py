@@ -40,7 +40,7 @@ def test_the_report_and_table_of_a_pixel_of_a_scores_output(provider, scores_sto
     import processing
 
     # Row 12, column 7 of the conftest store: 9.0 in 2020 (year index 3).
-    x, y = scores_store.x[7], scores_store.y[12]
+    x, y = float(scores_store.x[7]), float(scores_store.y[12])  # numpy 2 reprs np.float64(...)
     html, table = tmp_path / "p.html", tmp_path / "p.csv"
     result = processing.run(
         ALGORITHM,
@@ -122,7 +122,7 @@ def test_qgis_process_writes_the_report(scores_store, tmp_path):
         [*run, "plugins", "enable", "embedding_change"], env=env, capture_output=True, text=True
     )
     assert enabled.returncode == 0, enabled.stderr
-    x, y = scores_store.x[7], scores_store.y[12]
+    x, y = float(scores_store.x[7]), float(scores_store.y[12])  # numpy 2 reprs np.float64(...)
     done = subprocess.run(
         [*run, "--json", "run", ALGORITHM, "--", f"INPUT={scores_store.path}",
          f"POINT={x!r},{y!r} [EPSG:4326]", f"OUTPUT_HTML={tmp_path / 'p.html'}",
