@@ -259,12 +259,25 @@ def _with_run_details(
 
 
 def share_above_per_year(store: str, band_index: int, threshold: float, array="scores"):
-    """Per year, the share of a score's valid pixels above `threshold` (0 for an empty year)."""
+    """Per year, the share of a score's valid pixels above `threshold` (0 for an empty year).
+
+    With the run's summary (core/summary.py) it reads two 2-D arrays instead of every year:
+    pixels are counted in the year of their largest score, if that passes the threshold.
+    """
     import dask.array as da
     import numpy as np
     import zarr
 
-    values = da.from_zarr(zarr.open_group(store, mode="r")[array])[:, band_index]
+    group = zarr.open_group(store, mode="r")
+    if array == "scores" and "year_of_largest" in group and "largest_score" in group:
+        years = np.asarray(group["time"][...], dtype=np.float32)
+        largest = da.from_zarr(group["largest_score"])[band_index]
+        year = da.from_zarr(group["year_of_largest"])[band_index]
+        counts = [((year == y) & (largest > threshold)).sum() for y in years]
+        valid = (~da.isnan(largest)).sum()
+        *counts, valid = da.compute(*counts, valid)
+        return list(np.asarray(counts) / max(int(valid), 1))
+    values = da.from_zarr(group[array])[:, band_index]
     above, valid = da.compute(
         (values > threshold).sum(axis=(1, 2)), (~da.isnan(values)).sum(axis=(1, 2))
     )

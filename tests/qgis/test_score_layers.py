@@ -394,7 +394,9 @@ def test_a_temporary_output_is_named_by_its_extent_and_time(tmp_path):
     assert name == "Change -105.3000, 40.0000 – -105.2000, 40.1000 at 10:05:07"
 
 
-def test_a_run_loads_the_year_and_size_of_the_largest_change(project, aef_store, tmp_path):
+def test_a_run_loads_the_year_and_size_of_the_largest_change(
+    project, aef_store, tmp_path, qgis_iface, temporal_navigation
+):
     """Year of largest change: paletted, a colour and legend entry per year, transparent where
     the largest z-score stays at or under 3; Largest change: the score's ramp."""
     from embedding_change.algorithms.layer_sources import zarr_format_for_layers
@@ -405,7 +407,7 @@ def test_a_run_loads_the_year_and_size_of_the_largest_change(project, aef_store,
     path, _ = aef_store
     output = tmp_path / "summary.zarr"
     compute_change_scores(path, output, zarr_format=zarr_format_for_layers())
-    score_layers.load_score_layers(output, project)
+    score_layers.load_score_layers(output, project, qgis_iface)
 
     (run_group,) = project.layerTreeRoot().findGroups()
     names = [g.name() for g in run_group.findGroups()]
@@ -426,6 +428,9 @@ def test_a_run_loads_the_year_and_size_of_the_largest_change(project, aef_store,
     largest = np.where(finite, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), 0), np.nan)
     year = np.asarray(years)[np.argmax(np.where(np.isfinite(scores), scores, -np.inf), 0)]
     expected_year = np.where(finite & (largest > 3), year, 0)
+    # The first frame: the year in which most pixels have their largest change above 3.
+    counts = [(expected_year == y).sum() for y in years]
+    assert shown_year(temporal_navigation) == years[int(np.argmax(counts))]
     np.testing.assert_array_equal(band_values(largest_layer), largest.astype(np.float32))
     provider = year_layer.dataProvider()
     block = provider.block(1, year_layer.extent(), year_layer.width(), year_layer.height())
