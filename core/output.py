@@ -341,7 +341,7 @@ def write_error(url: str, storage_options: dict, y0: int, x0: int, exc, retry) -
     try:
         array = _scores_array(url, json.dumps(storage_options, sort_keys=True), retry)
         key = chunk_key(array, position)
-        needed = array.shape[0] * array.shape[1] * output_chunk_bytes(array.shape[2:])
+        needed = _stored_bytes(zarr.open_group(array.store, mode="r"))
         years = array.attrs.get("embedding_change:years") or _output_years(array)
         which = f"year {years[position[0]]}"
     except Exception:
@@ -358,6 +358,16 @@ def write_error(url: str, storage_options: dict, y0: int, x0: int, exc, retry) -
         f"Could not write {final_name(url)}, chunk {key} ({which}): {cause}. {fix} "
         "The partial output was removed."
     )
+
+
+def _stored_bytes(group) -> int:
+    """Bytes of every chunk of the output's data arrays (scores and what is written beside)."""
+    total = 0
+    for _, data in group.arrays():
+        if data.ndim >= 3:
+            grid = math.prod(math.ceil(s / c) for s, c in zip(data.shape, data.chunks, strict=True))
+            total += grid * math.prod(data.chunks) * data.dtype.itemsize
+    return total
 
 
 def _output_years(array) -> list[int]:

@@ -28,8 +28,9 @@ from dask.highlevelgraph import HighLevelGraph
 from . import kernels
 from .block_reads import mark_absent_years, read_block, read_error
 from .chunk_files import reused_buffer
-from .errors import EmbeddingChangeError, ParameterError, StoreError
-from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store
+from .errors import EmbeddingChangeError, OutputError, ParameterError, StoreError
+from .failures import plain_cause
+from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_error
 from .quantisation import SIGNED_SQUARE
 from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
 from .scheduling import run_cancellable, run_tasks, runs_locally
@@ -134,8 +135,10 @@ def compute_change_scores(
         zarr_format,
     )
     create = functools.partial(create_with_summary, create, target)  # + summary (core/summary)
+    create = functools.partial(output_errors_named, create, target.final_url)
     try:
-        target.check_space(len(chosen_years) * len(labels), window.shape)
+        # every year's scores, and the summary's two (band, y, x) arrays
+        target.check_space((len(chosen_years) + 2) * len(labels), window.shape)
         if not runs_locally(scheduler):
             # Created before any task: a cluster worker still creating it after a cancel had
             # discarded the run would bring the store back, and with it late tiles.
@@ -362,11 +365,30 @@ def write_tile_parts(
     after that task.
     """
     if len(parts) == 1:
-        return write_tile_with_summary(scored[0], url, storage_options, y0, x0, retry)
-    first = scored[0]
-    out = np.empty((*first.shape[:2], *tile.shape), first.dtype)
-    for values, part in zip(scored, parts, strict=True):
-        rows = slice(part.row0 - tile.row0, part.row1 - tile.row0)
-        cols = slice(part.col0 - tile.col0, part.col1 - tile.col0)
-        out[:, :, rows, cols] = values
-    return write_tile_with_summary(out, url, storage_options, y0, x0, retry)
+        out = scored[0]
+    else:
+        first = scored[0]
+        out = np.empty((*first.shape[:2], *tile.shape), first.dtype)
+        for values, part in zip(scored, parts, strict=True):
+            rows = slice(part.row0 - tile.row0, part.row1 - tile.row0)
+            cols = slice(part.col0 - tile.col0, part.col1 - tile.col0)
+            out[:, :, rows, cols] = values
+    try:
+        return write_tile_with_summary(out, url, storage_options, y0, x0, retry)
+    except EmbeddingChangeError:
+        raise
+    except Exception as exc:  # the summary's writes, after write_tile's own
+        raise write_error(url, storage_options, y0, x0, exc, retry) from exc
+
+
+def output_errors_named(create: Callable[[], None], output: str) -> None:
+    """create(), with any failure an OutputError naming the output and the cause."""
+    try:
+        create()
+    except EmbeddingChangeError:
+        raise
+    except Exception as exc:
+        raise OutputError(
+            f"Cannot write the output {output}: {plain_cause(exc)}. Check the folder or bucket "
+            "can be written to, then run again."
+        ) from exc

@@ -132,8 +132,12 @@ def test_transient_s3_faults_are_retried_and_give_the_fault_free_values(
     assert proxy.hits() > 0  # the fault did happen
     np.testing.assert_array_equal(ds.scores.values, remote_store[1])
     retries = ds.attrs["embedding_change:retries"]
-    assert retries >= 1
-    assert any(f"{retries} requests were retried" in line for line in lines), lines
+    if rule.action != "reset":
+        # (aiohttp itself retries an idempotent request once where a reused keep-alive
+        # connection is reset, so some resets never reach the engine's retries)
+        assert retries >= 1
+    if retries:
+        assert any(f"{retries} requests were retried" in line for line in lines), lines
     assert leftovers(tmp_path) == ["out.zarr"]
 
 
@@ -422,9 +426,11 @@ def tiny_disk():
 def test_output_larger_than_the_free_space_is_refused_at_once(local_store, tiny_disk):
     path, _ = local_store
     disk = tiny_disk(6)
-    # 9 years x 2 scores x 256 x 256 float32 = 4.5 MiB: fill the disk but 2 MiB first.
+    # (9 years + the 2 summary planes) x 2 scores x 256 x 256 float32 = 5.5 MiB: fill the
+    # disk but 2 MiB first.
     (disk / "filler").write_bytes(b"\0" * (4 * 2**20))
-    with pytest.raises(OutputError, match=r"disk full: 2 MiB free, about [45] MiB needed"):
+    needed = f"{(9 + 2) * 2 * 256 * 256 * 4 / 2**20:,.0f}"
+    with pytest.raises(OutputError, match=rf"disk full: 2 MiB free, about {needed} MiB needed"):
         compute_change_scores(path, disk / "scores.zarr")
     assert leftovers(disk) == ["filler"]
 
@@ -432,13 +438,13 @@ def test_output_larger_than_the_free_space_is_refused_at_once(local_store, tiny_
 def test_disk_filling_mid_run_is_an_output_error_naming_the_chunk(tmp_path, tiny_disk):
     path = tmp_path / "aef.zarr"  # 4 output tiles: the disk fills after the first is written
     write_aef_like_store(path, shape=(512, 512), bands=16, seed=6)
-    disk = tiny_disk(24)  # the output needs 9 x 2 x 512 x 512 x 4 B = 18 MiB
+    disk = tiny_disk(24)  # the output needs (9 + 2) x 2 x 512 x 512 x 4 B = 22 MiB
     filled = []
 
     def fill_the_disk(fraction):  # another program takes the space once the run has started
         if not filled:
             filled.append(1)
-            with open(disk / "filler", "wb") as file:
+            with open(disk / "filler", "wb", buffering=0) as file:
                 try:
                     while True:
                         file.write(b"\0" * 2**16)
@@ -450,7 +456,7 @@ def test_disk_filling_mid_run_is_an_output_error_naming_the_chunk(tmp_path, tiny
         compute_change_scores(path, disk / "out" / "scores.zarr", progress=fill_the_disk)
     message = str(error.value)
     assert str(disk / "out" / "scores.zarr") in message
-    assert "disk full: 0 MiB free, about 18 MiB needed" in message
+    assert "disk full: 0 MiB free, about 22 MiB needed" in message
     assert "chunk scores/c/" in message and "(year 20" in message
     assert leftovers(disk / "out") == []
 
