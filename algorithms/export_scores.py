@@ -36,7 +36,11 @@ class ExportScoresAlgorithm(EmbeddingChangeAlgorithm):
             "One file per score, named after it, with one band per year (the band's "
             "description is the year), float32 values, no data as NaN, DEFLATE compression "
             "and overviews that keep each block's highest score, so hotspots stay visible "
-            "when zoomed out. Files of the same names in the folder are replaced."
+            "when zoomed out.\n\n"
+            "When the output holds the run's summary, each score also gets two single-band "
+            "files: <score>_largest_score.tif (the largest score over the years) and "
+            "<score>_year_of_largest.tif (its year; overviews take a year of the block, not "
+            "the latest one). Files of the same names in the folder are replaced."
         )
 
     def initAlgorithm(self, config=None):
