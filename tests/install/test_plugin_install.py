@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -157,23 +157,29 @@ def test_without_dependencies_every_algorithm_is_listed_and_a_run_says_what_is_m
 
 @pytest.fixture(scope="module")
 def xvfb(tmp_path_factory):
-    """A virtual screen for the QGIS desktop; its DISPLAY."""
+    """A virtual screen for the QGIS desktop; its DISPLAY.
+
+    Xvfb picks a free display itself (-displayfd): a number taken by another X server on this
+    machine (even in another chroot, whose abstract sockets are shared) is skipped.
+    """
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (scripts/install.sh installs it)")
-    number = next(n for n in range(90, 140) if not Path(f"/tmp/.X{n}-lock").exists())
     log = tmp_path_factory.mktemp("xvfb") / "xvfb.log"
+    ready, announce = os.pipe()
     with log.open("w") as out:
         server = subprocess.Popen(
-            ["Xvfb", f":{number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-            stdout=out, stderr=subprocess.STDOUT,
+            ["Xvfb", "-displayfd", str(announce), "-screen", "0", "1600x1000x24",
+             "-nolisten", "tcp"],
+            stdout=out, stderr=subprocess.STDOUT, pass_fds=(announce,),
         )  # fmt: skip
+    os.close(announce)
     # Its keymap compiler can take a while on a busy machine.
-    deadline = time.monotonic() + 90
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"Xvfb did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+    readable, _, _ = select.select([ready], [], [], 90)
+    number = os.read(ready, 64).decode().strip() if readable else ""
+    os.close(ready)
+    if not number.isdigit():
+        server.kill()
+        pytest.fail(f"Xvfb did not start: {log.read_text()[-2000:]}")
     yield f":{number}"
     server.terminate()
     server.wait(timeout=10)
