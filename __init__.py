@@ -8,7 +8,7 @@ def classFactory(iface):  # noqa: N802 (QGIS's name)
     """Called by QGIS to load the plugin: first the dependencies' folder onto sys.path."""
     from .provider.dependency_check import load_dependencies
 
-    load_dependencies()
+    report = load_dependencies()
     from .provider.plugin import EmbeddingChangePlugin
 
-    return EmbeddingChangePlugin(iface)
+    return EmbeddingChangePlugin(iface, report)

@@ -27,8 +27,9 @@ LOAD_TEXT = "Load change scores…"
 class EmbeddingChangePlugin:
     """What QGIS loads through `classFactory`."""
 
-    def __init__(self, iface):
+    def __init__(self, iface, dependencies=None):
         self.iface = iface
+        self.dependencies = dependencies  # classFactory's check, so start-up checks once
         self.provider = None
         self.action = None
         self.install_action = None
@@ -66,7 +67,7 @@ class EmbeddingChangePlugin:
         self.load_action.setObjectName("embeddingChangeLoadScores")
         self.load_action.triggered.connect(self.open_load_dialog)
         self.iface.addPluginToMenu(MENU, self.load_action)
-        self.notice.show(load_dependencies())
+        self.notice.show(self.dependencies or load_dependencies())
 
     def unload(self):
         if self.explainer is not None:
