@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from embedding_change.core.store import open_embedding_store
 from embedding_change.core.synthetic import write_aef_like_store
 from embedding_change.dependencies import folder
 from embedding_change.dependencies.locks import lock_for, pins_to_install, requirements_text
+
+from .virtual_screen import answers, virtual_screen
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
@@ -157,32 +158,12 @@ def test_without_dependencies_every_algorithm_is_listed_and_a_run_says_what_is_m
 
 @pytest.fixture(scope="module")
 def xvfb(tmp_path_factory):
-    """A virtual screen for the QGIS desktop; its DISPLAY.
-
-    Xvfb picks a free display itself (-displayfd): a number taken by another X server on this
-    machine (even in another chroot, whose abstract sockets are shared) is skipped.
-    """
+    """A virtual screen for the QGIS desktop; its DISPLAY (see virtual_screen.py)."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (scripts/install.sh installs it)")
     log = tmp_path_factory.mktemp("xvfb") / "xvfb.log"
-    ready, announce = os.pipe()
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(announce), "-screen", "0", "1600x1000x24",
-             "-nolisten", "tcp"],
-            stdout=out, stderr=subprocess.STDOUT, pass_fds=(announce,),
-        )  # fmt: skip
-    os.close(announce)
-    # Its keymap compiler can take a while on a busy machine.
-    readable, _, _ = select.select([ready], [], [], 90)
-    number = os.read(ready, 64).decode().strip() if readable else ""
-    os.close(ready)
-    if not number.isdigit():
-        server.kill()
-        pytest.fail(f"Xvfb did not start: {log.read_text()[-2000:]}")
-    yield f":{number}"
-    server.terminate()
-    server.wait(timeout=10)
+    with virtual_screen(log) as display:
+        yield display
 
 
 def desktop_report(qgis: AnalystQgis, display: str, out: Path) -> dict:
@@ -193,7 +174,12 @@ def desktop_report(qgis: AnalystQgis, display: str, out: Path) -> dict:
          "--code", str(Path(__file__).with_name("desktop_report.py"))],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
-    assert out.is_file(), started.stdout + started.stderr
+    number = int(display.lstrip(":"))
+    assert out.is_file(), (
+        f"QGIS wrote no report; display {display} now says: {answers(number) or 'ok'}\n"
+        + started.stdout[-3000:]
+        + started.stderr[-3000:]
+    )
     log = started.stdout + started.stderr
     assert "Traceback" not in log, log
     return json.loads(out.read_text())
