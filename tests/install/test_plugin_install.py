@@ -162,8 +162,15 @@ def xvfb(tmp_path_factory):
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (scripts/install.sh installs it)")
     log = tmp_path_factory.mktemp("xvfb") / "xvfb.log"
-    with virtual_screen(log) as display:
-        yield display
+    try:
+        screen = virtual_screen(log)
+        display = screen.__enter__()
+    except RuntimeError as error:
+        # No X client can reach any server this machine lets us start (a sandbox without Unix
+        # sockets): the desktop cannot run here at all, which is not the plugin's failure.
+        pytest.skip(str(error))
+    yield display
+    screen.__exit__(None, None, None)
 
 
 def desktop_report(qgis: AnalystQgis, display: str, out: Path) -> dict:
