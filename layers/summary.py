@@ -22,7 +22,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from .layer_sources import safe_file_name, vrt_folder
+from .layer_tree import run_group_of
+from .sources import safe_file_name, vrt_folder
+from .styles import set_score_renderer
 
 LARGEST = "largest_score"  # core.summary's names (a test keeps them equal)
 YEAR_OF_LARGEST = "year_of_largest"
@@ -58,8 +60,6 @@ def year_colours(years) -> dict[int, QColor]:
 
 def summary_layers(score) -> list[QgsRasterLayer]:
     """The two summary layers of the score's store for `score.band` ([] without a summary)."""
-    from .score_layers import set_score_renderer
-
     if not has_summary(score.store):
         return []
     b = score.band_index
@@ -122,8 +122,6 @@ def masked_year_file(score) -> str:
 def place_summary_layer(project: QgsProject, layer: QgsRasterLayer, score) -> None:
     """In the run's group, a group "When it changed: <score>" after the scores, not shown at
     first (the run's group shows one child at a time: the default score)."""
-    from .score_layers import run_group_of
-
     root = project.layerTreeRoot()
     parent = run_group_of(root, score)
     group = next(
