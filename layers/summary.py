@@ -3,7 +3,8 @@
 Both show the default score (LOO medoid z-score when computed) from the summary the engine
 writes beside the scores (core/summary.py). "Largest change" reads `largest_score` in place with
 the score's ramp. "Year of largest change" is paletted, one colour per year with the years in the
-legend; it is transparent where the largest score stays at or under the score's threshold, so it
+legend (from QGIS 3.38 on, a frame of the Temporal Controller shows the pixels of its year); it
+is transparent where the largest score stays at or under the score's threshold, so it
 is a small GeoTIFF (years as int16, 0 = none, with overviews) written next to the store's VRTs:
 GDAL has no mask for "another array below a value".
 """
@@ -25,6 +26,7 @@ from qgis.PyQt.QtGui import QColor
 from .layer_tree import run_group_of
 from .sources import safe_file_name, vrt_folder
 from .styles import set_score_renderer
+from .temporal import set_year_values_temporal
 
 LARGEST = "largest_score"  # core.summary's names (a test keeps them equal)
 YEAR_OF_LARGEST = "year_of_largest"
@@ -69,6 +71,7 @@ def summary_layers(score) -> list[QgsRasterLayer]:
     set_score_renderer(largest, score)
     year = QgsRasterLayer(masked_year_file(score), YEAR_TITLE, "gdal")
     year.setRenderer(year_renderer(year, score.years))
+    set_year_values_temporal(year, score.years)
     for layer in (largest, year):
         layer.setCustomProperty("embedding_change/store", score.store)
         layer.setCustomProperty("embedding_change/band", score.band)

@@ -75,6 +75,30 @@ def set_score_temporal(layer: QgsRasterLayer, score: ScoreSlice) -> None:
     temporal.setIsActive(True)
 
 
+# The year layer's pixel values are years. QGIS reads a value v as offset + v * scale; its
+# projects keep no offset before year 1 (1 BC is written as ""), so the offset is 1 January of
+# year 1 and the scale a little under a year: v lands mid-year v for the run's middle year and
+# within the year v for a thousand years either side (see set_year_values_temporal).
+YEAR_VALUES_OFFSET = QDateTime(QDate(1, 1, 1), QTime(0, 0, 0), Qt.UTC)
+
+
+def set_year_values_temporal(layer: QgsRasterLayer, years) -> bool:
+    """QGIS >= 3.38: the layer's pixel values are years, so a frame shows the pixels of its year
+    (mode "represents temporal values"); False on older QGIS, where the layer stays timeless."""
+    if not PER_BAND_TEMPORAL:
+        return False
+    middle = (min(years) + max(years)) / 2
+    temporal = layer.temporalProperties()
+    temporal.setMode(Qgis.RasterTemporalMode.RepresentsTemporalValues)
+    temporal.setBandNumber(1)
+    temporal.setTemporalRepresentationOffset(YEAR_VALUES_OFFSET)
+    # 1 Jan of year 1 + v * (1 - 1/(2m)) years = the middle of year v when v = m.
+    scale = 1 - 1 / (2 * middle)
+    temporal.setTemporalRepresentationScale(QgsInterval(scale, QgsUnitTypes.TemporalYears))
+    temporal.setIsActive(True)
+    return True
+
+
 def animate_years(project: QgsProject, years, iface=None, focus_year: int | None = None) -> None:
     """Point the temporal controller at the years, one year a frame.
 
@@ -96,6 +120,9 @@ def animate_years(project: QgsProject, years, iface=None, focus_year: int | None
     settings.setTimeStepUnit(QgsUnitTypes.TemporalYears)
     settings.setFramesPerSecond(1)
     project.writeEntryBool(PROPERTY, "animated", True)
+    from .temporal_controller import open_temporal_controller, show_year_on_map
+
+    show_year_on_map(project, iface)
     controller = iface.mapCanvas().temporalController() if iface is not None else None
     if not isinstance(controller, QgsTemporalNavigationObject):
         return
@@ -110,25 +137,3 @@ def animate_years(project: QgsProject, years, iface=None, focus_year: int | None
     year = shown if shown is not None else (focus_year or min(years))
     controller.setCurrentFrameNumber(max(0, year - first))
     open_temporal_controller(iface)
-
-
-def open_temporal_controller(iface) -> None:
-    """Show the desktop's Temporal Controller panel (no-op without a QGIS main window)."""
-    from qgis.PyQt.QtWidgets import QDockWidget
-
-    window = iface.mainWindow() if hasattr(iface, "mainWindow") else None
-    if window is None:
-        return
-    for dock in window.findChildren(QDockWidget):
-        if dock.metaObject().className() == "QgsTemporalControllerDockWidget":
-            dock.show()
-            dock.raise_()
-            _show_years_only(dock)
-
-
-def _show_years_only(dock) -> None:
-    """The panel's date editors show the year alone (the frame label is QGIS's own text)."""
-    from qgis.PyQt.QtWidgets import QDateTimeEdit
-
-    for edit in dock.findChildren(QDateTimeEdit):
-        edit.setDisplayFormat("yyyy")
