@@ -13,7 +13,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from . import layer_sources, pyramid_layers, score_layers
+from ..layers.layer_tree import scores_store_of
+from ..layers.pyramid import register_pyramid_layers
+from ..layers.sources import zarr_format_for_layers
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 # The engine's names (embedding_change.core.pyramid_levels.RESAMPLING_METHODS); a test keeps
@@ -82,7 +84,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
     def checkParameterValues(self, parameters, context):
         # A loaded score layer or group stands for its store (a folder parameter alone
         # would refuse it).
-        store = score_layers.scores_store_of(parameters.get(self.INPUT), context.project())
+        store = scores_store_of(parameters.get(self.INPUT), context.project())
         if store:
             parameters = {**parameters, self.INPUT: store}
         return super().checkParameterValues(parameters, context)
@@ -93,7 +95,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
         from ..core.errors import EmbeddingChangeError
         from ..core.failures import one_line_message
 
-        source = score_layers.scores_store_of(parameters.get(self.INPUT), context.project())
+        source = scores_store_of(parameters.get(self.INPUT), context.project())
         source = source or self.parameterAsFile(parameters, self.INPUT, context).strip()
         variable = self.parameterAsString(parameters, self.VARIABLE, context).strip() or "scores"
         resampling = RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
@@ -109,7 +111,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
                 output,
                 variable=variable,
                 resampling=resampling,
-                zarr_format=layer_sources.zarr_format_for_layers(),
+                zarr_format=zarr_format_for_layers(),
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
             )
@@ -126,7 +128,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
             f"{time.perf_counter() - started:.1f} s: "
             + ", ".join(f"/{k} {nx} x {ny}" for k, (ny, nx) in enumerate(shapes))
         )
-        loaded = pyramid_layers.register_pyramid_layers(output, variable, context)
+        loaded = register_pyramid_layers(output, variable, context)
         if loaded:
             feedback.pushInfo(f"{loaded} score layers will load into the project.")
         return {self.OUTPUT: output}

@@ -23,7 +23,7 @@ from qgis.core import (
     QgsVectorLayerTemporalProperties,
 )
 
-from . import score_layers
+from ..layers.temporal import animate_years
 from .change_scores import parse_years
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
@@ -232,4 +232,4 @@ class HotspotLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
         style_hotspot_layer(layer, self.style)
         if self.years:
             project = context.project() or QgsProject.instance()
-            score_layers.animate_years(project, self.years, iface)
+            animate_years(project, self.years, iface)

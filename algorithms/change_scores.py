@@ -19,7 +19,9 @@ from qgis.core import (
     QgsSettings,
 )
 
-from . import layer_sources, score_layers
+from ..layers.layer_tree import is_temporary_output, temporary_run_name
+from ..layers.post_processor import register_score_layers
+from ..layers.sources import zarr_format_for_layers
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
@@ -185,7 +187,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 robust_zscore=robust_zscore,
                 years=years,
                 storage_options=options,
-                zarr_format=layer_sources.zarr_format_for_layers(),
+                zarr_format=zarr_format_for_layers(),
                 progress=StageProgress(feedback),
                 cancel=feedback.isCanceled,
                 scheduler=scheduler,
@@ -202,7 +204,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         bands_done = [str(b) for b in scores["band"].values]
         report_run(feedback, scores.attrs, output, bands_done, seconds)
         scores.close()
-        temporary = score_layers.is_temporary_output(output)
+        temporary = is_temporary_output(output)
         if temporary:
             feedback.pushWarning(
                 f"The output {output} is a temporary folder: QGIS removes it when it exits. "
@@ -212,8 +214,8 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             feedback.pushInfo("Layers not loaded (Load layers on completion is off).")
             return {self.OUTPUT: output}
         feedback.pushInfo("Loading layers …")
-        run_name = score_layers.temporary_run_name(bbox) if temporary else None
-        loaded = score_layers.register_score_layers(
+        run_name = temporary_run_name(bbox) if temporary else None
+        loaded = register_score_layers(
             output, years_done, bands_done, context, run_name=run_name, load_check=self.id()
         )
         if loaded:
@@ -254,7 +256,7 @@ def remember_parameters(parameters: dict, output: str) -> None:
         except (KeyError, TypeError, ValueError):
             continue  # not given, or not a plain value (a model's expression)
         settings.setValue(f"{SETTINGS}/{name}", text)
-    if "://" not in output and not score_layers.is_temporary_output(output):
+    if "://" not in output and not is_temporary_output(output):
         from pathlib import Path
 
         settings.setValue(f"{SETTINGS}/output_folder", str(Path(output).absolute().parent))

@@ -19,11 +19,12 @@ from qgis.core import (
     QgsRasterLayerTemporalProperties,
 )
 
-from . import score_layers
+from ..layers.score_slice import PROPERTY
+from ..layers.temporal import animate_years, year_range
 from .change_scores import AEF_STORE, ChangeScoresAlgorithm, parse_storage_options, parse_years
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
-GROUP_PROPERTY = f"{score_layers.PROPERTY}/false_colour"
+GROUP_PROPERTY = f"{PROPERTY}/false_colour"
 
 
 class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
@@ -152,9 +153,9 @@ def style_false_colour_layer(layer: QgsRasterLayer, year: int) -> None:
     layer.setRenderer(QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3))
     temporal = layer.temporalProperties()
     temporal.setMode(QgsRasterLayerTemporalProperties.ModeFixedTemporalRange)
-    temporal.setFixedTemporalRange(score_layers.year_range(year))
+    temporal.setFixedTemporalRange(year_range(year))
     temporal.setIsActive(True)
-    layer.setCustomProperty(f"{score_layers.PROPERTY}/year", year)
+    layer.setCustomProperty(f"{PROPERTY}/year", year)
     layer.triggerRepaint()
 
 
@@ -169,9 +170,9 @@ def place_under_everything(project: QgsProject, layer: QgsRasterLayer, folder: s
         root.addChildNode(group.clone())
         root.removeChildNode(group)
         group = root.children()[-1]
-    year = int(layer.customProperty(f"{score_layers.PROPERTY}/year", 0))
+    year = int(layer.customProperty(f"{PROPERTY}/year", 0))
     position = sum(
-        int(node.layer().customProperty(f"{score_layers.PROPERTY}/year", 0)) < year
+        int(node.layer().customProperty(f"{PROPERTY}/year", 0)) < year
         for node in group.findLayers()
         if node.layer() is not None
     )
@@ -210,4 +211,4 @@ class FalseColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
         project = context.project() or QgsProject.instance()
         style_false_colour_layer(layer, self.year)
         place_under_everything(project, layer, self.folder)
-        score_layers.animate_years(project, self.years, iface)
+        animate_years(project, self.years, iface)

@@ -17,9 +17,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from . import pyramid_layers, score_layers
+from ..layers.post_processor import register_score_layers
+from ..layers.pyramid import pyramid_labels, register_pyramid_layers
+from ..layers.sources import zarr_format_for_layers
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
-from .layer_sources import zarr_format_for_layers
 
 VARIABLES = ("scores", "embeddings")  # tried in this order when VARIABLE is empty
 
@@ -81,11 +82,11 @@ class LoadScoresAlgorithm(EmbeddingChangeAlgorithm):
         )
         try:
             if layout.kind == "Pyramid":
-                loaded = pyramid_layers.register_pyramid_layers(
+                loaded = register_pyramid_layers(
                     layout.path, layout.variable, context, load_check=self.id()
                 )
             else:
-                loaded = score_layers.register_score_layers(
+                loaded = register_score_layers(
                     layout.path,
                     layout.years,
                     layout.bands,
@@ -127,7 +128,7 @@ def read_layout(source: str, variable: str = "") -> StoreLayout:
     attrs = dict(group.attrs)
     if "multiscales" in attrs:
         finest = attrs["multiscales"]["layout"][0]["asset"]
-        years, bands = pyramid_layers.pyramid_labels(group)
+        years, bands = pyramid_labels(group)
         chosen = variable or _find_variable(group[finest], source)
         return StoreLayout(path, "Pyramid", chosen, years, bands, _format(group), None)
     chosen = variable or _find_variable(group, source)

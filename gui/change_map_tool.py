@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import QAction
 
 from .change_profile_dock import TITLE, ChangeProfileDock
 
-STORE_PROPERTY = "embedding_change/store"  # set on every score layer (algorithms/score_layers)
+STORE_PROPERTY = "embedding_change/store"  # set on every score layer (layers/score_layers.py)
 
 
 def scores_store_at(canvas, point) -> str:

@@ -5,7 +5,7 @@
 Needs a QGIS of 3.38 or later with its Python bindings, numpy and zarr >= 3 (on Debian 13:
 `apt-get install python3-qgis qgis-providers python3-zarr python3-numpy`); this machine's QGIS is
 3.22, so it runs in a Debian 13 chroot (QGIS 3.40 LTR, GDAL 3.10). It writes a tiny scores
-Zarr as the engine does (v2 for GDAL < 3.11), loads it through algorithms/score_layers.py and
+Zarr as the engine does (v2 for GDAL < 3.11), loads it through layers/score_layers.py and
 checks the layer tree, the per-band temporal ranges, the band the temporal controller's frames
 pick, and what QGIS's map renderer paints for different years. Prints each check; exits 1 if
 any fails.
@@ -30,7 +30,7 @@ EVENTS = ((1, slice(2, 8), slice(3, 10), 9.0), (2, slice(12, 18), slice(18, 27),
 SCALE = 10  # rendered pixels per store pixel
 
 
-def write_scores(path: Path, score_layers):
+def write_scores(path: Path):
     """scores(time, band, y, x) float32, NaN fill, coordinates and CRS as the engine writes them,
     in the Zarr format the engine picks for this GDAL."""
     import numpy as np
@@ -43,9 +43,9 @@ def write_scores(path: Path, score_layers):
         scores[t, :, rows, cols] = value
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(4326)
-    from embedding_change.algorithms import layer_sources
+    from embedding_change.layers import sources
 
-    zarr_format = layer_sources.zarr_format_for_layers()
+    zarr_format = sources.zarr_format_for_layers()
     group = zarr.open_group(str(path), mode="w-", zarr_format=zarr_format)
     group.attrs["proj:code"] = "EPSG:4326"
 
@@ -130,7 +130,10 @@ def main() -> int:
     app = QgsApplication([], False)
     app.initQgis()
     plugin_importable()
-    from embedding_change.algorithms import layer_sources, score_layers
+    from embedding_change.layers import score_layers, sources
+    from embedding_change.layers.score_slice import band_rank, score_title
+    from embedding_change.layers.styles import RAMPS
+    from embedding_change.layers.temporal import PER_BAND_TEMPORAL, years_range
 
     failures = []
 
@@ -142,28 +145,29 @@ def main() -> int:
     from osgeo import gdal
 
     print(f"QGIS {Qgis.QGIS_VERSION}, GDAL {gdal.__version__}, Python {sys.version.split()[0]}")
-    if not score_layers.PER_BAND_TEMPORAL:
+    if not PER_BAND_TEMPORAL:
         print("This QGIS has no per-band temporal ranges (3.38+): nothing to check.")
         return 1
     project = QgsProject.instance()
     try:
         with tempfile.TemporaryDirectory() as folder:
             store = Path(folder) / "scores.zarr"
-            scores = write_scores(store, score_layers)
-            print(f"     Zarr v{layer_sources.zarr_format_for_layers()} store")
+            scores = write_scores(store)
+            print(f"     Zarr v{sources.zarr_format_for_layers()} store")
             layers = score_layers.load_score_layers(store, project, labels=(YEARS, BANDS))
 
             check("one layer per score", len(layers) == len(BANDS), [lyr.name() for lyr in layers])
             (run_group,) = project.layerTreeRoot().findGroups()
             groups = run_group.findGroups()
-            check("a group per score", [g.name() for g in groups] == list(BANDS), len(groups))
+            titles = [score_title(b) for b in sorted(BANDS, key=lambda b: band_rank(BANDS, b))]
+            check("a group per score", [g.name() for g in groups] == titles, len(groups))
             check(
                 "each group holds its score's one layer",
                 [
                     [n.layer().customProperty("embedding_change/band") for n in g.findLayers()]
                     for g in groups
                 ]
-                == [[b] for b in BANDS],
+                == [[b] for b in sorted(BANDS, key=lambda b: band_rank(BANDS, b))],
                 [len(g.findLayers()) for g in groups],
             )
             layer = layers[1]
@@ -235,9 +239,7 @@ def main() -> int:
             check("one frame per year", len(frames) == len(YEARS), len(frames))
             picked = [temporal.bandForTemporalRange(layer, frame) for frame in frames]
             check("each frame picks its year's band", picked == [1, 2, 3], picked)
-            picked = [
-                temporal.bandForTemporalRange(layer, score_layers.years_range(y, y)) for y in YEARS
-            ]
+            picked = [temporal.bandForTemporalRange(layer, years_range(y, y)) for y in YEARS]
             check("years_range(y, y) picks year y's band", picked == [1, 2, 3], picked)
 
             paint = {
@@ -246,7 +248,7 @@ def main() -> int:
             event18, event19 = EVENTS[0][1:3], EVENTS[1][1:3]
             seen = {y: (pixel(paint[y], *event18), pixel(paint[y], *event19)) for y in YEARS}
             print("     rendered (r, g, b, a) at the 2018 event, the 2019 event:", seen)
-            dark_red = score_layers.RAMP_STOPS[-1][1].getRgb()
+            dark_red = (*RAMPS["loo_medoid"][-1], 255)  # layers[1]: the LOO medoid z-score
             check(
                 "2017 frame: nothing painted",
                 seen[2017] == ((0, 0, 0, 0), (0, 0, 0, 0)),

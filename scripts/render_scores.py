@@ -2,7 +2,7 @@
 
     python scripts/render_scores.py demo-output/scores.zarr --year 2021 --out docs/scores-2021.png
 
-The layers load as in QGIS (algorithms/score_layers.py: groups, colour ramp, one-year ranges);
+The layers load as in QGIS (layers/score_layers.py: groups, colour ramp, one-year ranges);
 the map is rendered for that year's frame, so the temporal filtering picks the layers.
 """
 
@@ -22,7 +22,7 @@ def render_year(store, year: int, out, *, width: int = 1000, band: str | None = 
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
 
-    from embedding_change.algorithms import score_layers
+    from embedding_change.layers import score_layers, score_slice, temporal
 
     project = project or QgsProject.instance()
     layers = score_layers.load_score_layers(store, project)
@@ -32,7 +32,7 @@ def render_year(store, year: int, out, *, width: int = 1000, band: str | None = 
         raise SystemExit(f"{store} has no year {year}; it has {years[0]}..{years[-1]}.")
     labels = [layer.customProperty("embedding_change/band") for layer in layers]
     # No band asked for: the score the map shows first (each score has its own ramp).
-    band = band or score_layers.default_band(labels)
+    band = band or score_slice.default_band(labels)
     chosen = [layer for layer, label in zip(layers, labels, strict=True) if label.startswith(band)]
     if not chosen:
         raise SystemExit(f"No score in {store} starts with {band!r}.")
@@ -46,7 +46,7 @@ def render_year(store, year: int, out, *, width: int = 1000, band: str | None = 
     settings.setOutputSize(QSize(width, height))
     settings.setBackgroundColor(QColor(BACKGROUND))
     settings.setIsTemporal(True)
-    settings.setTemporalRange(score_layers.years_range(year, year))
+    settings.setTemporalRange(temporal.years_range(year, year))
 
     job = QgsMapRendererParallelJob(settings)
     job.start()

@@ -62,12 +62,12 @@ def render_seconds(uri: str, zoom: float, size=(1200, 800)) -> float:
     from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings, QgsRasterLayer
     from qgis.PyQt.QtCore import QSize
 
-    from embedding_change.algorithms import score_layers
+    from embedding_change.layers import score_layers, score_slice
 
     layer = QgsRasterLayer(uri, "scores", "gdal")
     if not layer.isValid():
         raise SystemExit(f"GDAL cannot open {uri}")
-    score = score_layers.ScoreSlice(uri, ("zscore",), "zscore", (2024,), 2024, 8.0)
+    score = score_slice.ScoreSlice(uri, ("zscore",), "zscore", (2024,), 2024, 8.0)
     score_layers.style_score_layer(layer, score)
     extent = layer.extent()
     extent.scale(1.0 / zoom)
@@ -97,8 +97,8 @@ def main() -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from qgis.core import QgsApplication
 
-    from embedding_change.algorithms import pyramid_layers
     from embedding_change.core import build_multiscales
+    from embedding_change.layers import pyramid as pyramid_layers
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pyramid-render-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def setup():
         place_under_everything,
         style_false_colour_layer,
     )
-    from embedding_change.algorithms.score_layers import load_score_layers
+    from embedding_change.layers.score_layers import load_score_layers
 
     project = QgsProject.instance()
     project.setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))

@@ -29,8 +29,10 @@ LOADED_AT_START = (
     "embedding_change.algorithms.embedding_rgb",
     "embedding_change.algorithms.install_dependencies",
     "embedding_change.algorithms.load_scores",
-    "embedding_change.algorithms.score_layers",
-    "embedding_change.algorithms.pyramid_layers",
+    "embedding_change.layers.score_layers",
+    "embedding_change.layers.post_processor",
+    "embedding_change.layers.pyramid",
+    "embedding_change.layers.summary",
     "embedding_change.dependencies.check",
 )
 BLOCKER = """

@@ -30,7 +30,7 @@ ZSCORE_BANDS = (
     "loo_medoid_alpha_earth_cosine_distance_robust_time_zscore",
 )
 # QGIS 3.38 brought temporal ranges per raster band: from then on a score loads as one layer
-# whose bands are the years, before it as one layer per year (algorithms/score_layers.py).
+# whose bands are the years, before it as one layer per year (layers/score_layers.py).
 YEARS_AS_BANDS = Qgis.QGIS_VERSION_INT >= 33800
 
 
@@ -129,8 +129,8 @@ def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=
     import xarray as xr
     from osgeo import osr
 
-    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
     from embedding_change.core.output import string_coordinate
+    from embedding_change.layers.sources import zarr_format_for_layers
 
     zarr_format = zarr_format_for_layers()
     srs = osr.SpatialReference()
@@ -168,7 +168,7 @@ def write_scores_store(path, bands=ZSCORE_BANDS, years=range(2017, 2026), shape=
 def assert_consolidated_in_a_format_gdal_reads(path: Path) -> None:
     """The store is in the Zarr format this QGIS's GDAL reads (v2 before GDAL 3.11, else v3),
     with consolidated metadata."""
-    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
+    from embedding_change.layers.sources import zarr_format_for_layers
 
     if zarr_format_for_layers() == 2:
         assert (path / ".zmetadata").is_file()

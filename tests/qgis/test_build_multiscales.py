@@ -10,10 +10,11 @@ from qgis.core import (
     QgsProcessingFeedback,
 )
 
-from embedding_change.algorithms import build_multiscales, pyramid_layers
-from embedding_change.algorithms.layer_sources import zarr_format_for_layers
+from embedding_change.algorithms import build_multiscales
 from embedding_change.core import build_multiscales as build_pyramid
 from embedding_change.core.pyramid_levels import RESAMPLING_METHODS
+from embedding_change.layers import pyramid as pyramid_layers
+from embedding_change.layers.sources import zarr_format_for_layers
 
 from .conftest import (
     YEARS_AS_BANDS,
@@ -60,7 +61,7 @@ def test_input_can_be_a_loaded_score_layer_or_group(
 ):
     import processing
 
-    from embedding_change.algorithms import score_layers
+    from embedding_change.layers import score_layers
 
     layers = score_layers.load_score_layers(large_scores.path, project)
     (run_group,) = project.layerTreeRoot().findGroups()

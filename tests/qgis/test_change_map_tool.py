@@ -13,11 +13,11 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime
 
 import embedding_change
-from embedding_change.algorithms.layer_sources import zarr_format_for_layers
-from embedding_change.algorithms.score_layers import load_score_layers
 from embedding_change.core import compute_change_scores
 from embedding_change.core.store import open_embedding_store
 from embedding_change.gui.change_map_tool import TITLE
+from embedding_change.layers.score_layers import load_score_layers
+from embedding_change.layers.sources import zarr_format_for_layers
 
 from .conftest import wait_for_background_tasks
 

@@ -40,7 +40,7 @@ def test_processing_run_writes_the_summary_files_qgis_places_and_reads(provider,
     import processing
     import xarray as xr
 
-    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
+    from embedding_change.layers.sources import zarr_format_for_layers
 
     store = write_scores_store(tmp_path / "scores.zarr")
     finite = np.isfinite(store.scores)

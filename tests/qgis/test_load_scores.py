@@ -93,8 +93,8 @@ def test_a_store_written_by_a_plain_xarray_script_loads_styled_named_and_tempora
 def test_the_plugins_own_scores_and_pyramids_load_too(provider, project, tmp_path):
     import processing
 
-    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
     from embedding_change.core import build_multiscales
+    from embedding_change.layers.sources import zarr_format_for_layers
 
     store = write_scores_store(tmp_path / "scores.zarr", shape=(300, 280))
     build_multiscales(store.path, tmp_path / "pyramid.zarr", zarr_format=zarr_format_for_layers())

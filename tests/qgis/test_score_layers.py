@@ -1,4 +1,4 @@
-"""algorithms/score_layers.py: score layers read the store, sit in groups, move by year.
+"""layers/score_layers.py: score layers read the store, sit in groups, move by year.
 
 Before QGIS 3.38 a score is a group of layers, one per year; from 3.38 on it is one layer whose
 bands are the years. The tests check what the analyst gets in the layout this QGIS loads."""
@@ -22,7 +22,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor, QImage
 
-from embedding_change.algorithms import layer_sources, score_layers
+from embedding_change.layers import layer_tree, post_processor, score_layers, sources, temporal
 
 from .conftest import (
     ALGORITHM,
@@ -115,8 +115,7 @@ def test_a_group_per_score_holds_its_years_in_year_order_read_from_the_store(pro
         )
         # No copy: every year reads its slice of the store itself.
         assert [source for layer in layers for source in band_sources(layer)] == [
-            layer_sources.score_layer_uri(scores_store.path, t, b)
-            for t in range(len(scores_store.years))
+            sources.score_layer_uri(scores_store.path, t, b) for t in range(len(scores_store.years))
         ]
 
 
@@ -140,7 +139,7 @@ def test_each_frame_of_the_temporal_controller_shows_one_year_per_score(
             ]
             assert drawn == [year]
     settings = project.timeSettings()
-    assert settings.temporalRange() == score_layers.years_range(2017, 2025)
+    assert settings.temporalRange() == temporal.years_range(2017, 2025)
     assert (settings.timeStep(), settings.timeStepUnit()) == (1, QgsUnitTypes.TemporalYears)
 
 
@@ -211,7 +210,7 @@ def test_plain_distances_share_a_scale_set_by_their_99th_percentile(project, tmp
 
 def test_zarr_format_is_one_this_gdal_reads():
     version = int(gdal.VersionInfo("VERSION_NUM"))
-    assert layer_sources.zarr_format_for_layers() == (2 if version < 3110000 else 3)
+    assert sources.zarr_format_for_layers() == (2 if version < 3110000 else 3)
 
 
 @pytest.mark.parametrize("results_group", ["", "Processing results"])
@@ -223,7 +222,7 @@ def test_layers_loaded_by_processing_end_up_styled_in_their_groups(
 
     context = QgsProcessingContext()
     context.setProject(project)
-    count = score_layers.register_score_layers(
+    count = post_processor.register_score_layers(
         scores_store.path, scores_store.years, scores_store.bands, context
     )
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
@@ -263,7 +262,7 @@ def test_layers_keep_year_order_when_the_desktop_inserts_next_to_the_current_lay
     root.addedChildren.connect(insert_next_to)
     context = QgsProcessingContext()
     context.setProject(project)
-    score_layers.register_score_layers(
+    post_processor.register_score_layers(
         scores_store.path, scores_store.years, scores_store.bands, context
     )
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
@@ -369,8 +368,8 @@ def test_a_later_run_widens_the_time_range_and_keeps_the_analysts_frame(
 
     score_layers.load_score_layers(second.path, project, qgis_iface)
 
-    assert project.timeSettings().temporalRange() == score_layers.years_range(2015, 2025)
-    assert temporal_navigation.temporalExtents() == score_layers.animation_extent(2015, 2025)
+    assert project.timeSettings().temporalRange() == temporal.years_range(2015, 2025)
+    assert temporal_navigation.temporalExtents() == temporal.animation_extent(2015, 2025)
     assert temporal_navigation.totalFrameCount() == 11
     assert shown_year(temporal_navigation) == 2021
     # Every year of both results is one frame away.
@@ -386,9 +385,9 @@ def test_a_temporary_output_is_named_by_its_extent_and_time(tmp_path):
 
     from qgis.core import QgsProcessingUtils
 
-    assert score_layers.is_temporary_output(f"{QgsProcessingUtils.tempFolder()}/abc/OUTPUT")
-    assert not score_layers.is_temporary_output(tmp_path / "kept.zarr")
-    name = score_layers.temporary_run_name(
+    assert layer_tree.is_temporary_output(f"{QgsProcessingUtils.tempFolder()}/abc/OUTPUT")
+    assert not layer_tree.is_temporary_output(tmp_path / "kept.zarr")
+    name = layer_tree.temporary_run_name(
         (-105.3, 40.0, -105.2, 40.1), datetime.datetime(2026, 12, 1, 10, 5, 7)
     )
     assert name == "Change -105.3000, 40.0000 – -105.2000, 40.1000 at 10:05:07"
@@ -399,9 +398,9 @@ def test_a_run_loads_the_year_and_size_of_the_largest_change(
 ):
     """Year of largest change: paletted, a colour and legend entry per year, transparent where
     the largest z-score stays at or under 3; Largest change: the score's ramp."""
-    from embedding_change.algorithms.layer_sources import zarr_format_for_layers
-    from embedding_change.algorithms.summary_layers import LARGEST, YEAR_OF_LARGEST
     from embedding_change.core import compute_change_scores, summary
+    from embedding_change.layers.sources import zarr_format_for_layers
+    from embedding_change.layers.summary import LARGEST, YEAR_OF_LARGEST
 
     assert (LARGEST, YEAR_OF_LARGEST) == (summary.LARGEST, summary.YEAR_OF_LARGEST)
     path, _ = aef_store

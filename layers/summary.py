@@ -3,7 +3,8 @@
 Both show the default score (LOO medoid z-score when computed) from the summary the engine
 writes beside the scores (core/summary.py). "Largest change" reads `largest_score` in place with
 the score's ramp. "Year of largest change" is paletted, one colour per year with the years in the
-legend; it is transparent where the largest score stays at or under the score's threshold, so it
+legend (from QGIS 3.38 on, a frame of the Temporal Controller shows the pixels of its year); it
+is transparent where the largest score stays at or under the score's threshold, so it
 is a small GeoTIFF (years as int16, 0 = none, with overviews) written next to the store's VRTs:
 GDAL has no mask for "another array below a value".
 """
@@ -22,7 +23,10 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from .layer_sources import safe_file_name, vrt_folder
+from .layer_tree import run_group_of
+from .sources import safe_file_name, vrt_folder
+from .styles import set_score_renderer
+from .temporal import set_year_values_temporal
 
 LARGEST = "largest_score"  # core.summary's names (a test keeps them equal)
 YEAR_OF_LARGEST = "year_of_largest"
@@ -58,8 +62,6 @@ def year_colours(years) -> dict[int, QColor]:
 
 def summary_layers(score) -> list[QgsRasterLayer]:
     """The two summary layers of the score's store for `score.band` ([] without a summary)."""
-    from .score_layers import set_score_renderer
-
     if not has_summary(score.store):
         return []
     b = score.band_index
@@ -69,6 +71,7 @@ def summary_layers(score) -> list[QgsRasterLayer]:
     set_score_renderer(largest, score)
     year = QgsRasterLayer(masked_year_file(score), YEAR_TITLE, "gdal")
     year.setRenderer(year_renderer(year, score.years))
+    set_year_values_temporal(year, score.years)
     for layer in (largest, year):
         layer.setCustomProperty("embedding_change/store", score.store)
         layer.setCustomProperty("embedding_change/band", score.band)
@@ -122,8 +125,6 @@ def masked_year_file(score) -> str:
 def place_summary_layer(project: QgsProject, layer: QgsRasterLayer, score) -> None:
     """In the run's group, a group "When it changed: <score>" after the scores, not shown at
     first (the run's group shows one child at a time: the default score)."""
-    from .score_layers import run_group_of
-
     root = project.layerTreeRoot()
     parent = run_group_of(root, score)
     group = next(

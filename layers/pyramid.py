@@ -4,7 +4,7 @@ GDAL's Zarr driver knows nothing of the multiscales convention, so QGIS would re
 full resolution for every view. Each (band, year) slice therefore gets a small GDAL VRT whose
 raster is the slice of level /0 and whose overviews are the same slice of /1 ... /N: GDAL (and
 so QGIS) then reads the coarsest level that is fine enough for the view. The layers are
-styled, grouped and animated by `score_layers`, like the layers of a scores Zarr.
+styled, grouped and animated by layers/score_layers.py, like the layers of a scores Zarr.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 from osgeo import osr
 from qgis.core import QgsProcessingContext, QgsProject
 
-from . import score_layers
-from .layer_sources import safe_file_name, vrt_folder
+from .post_processor import register_score_layers
+from .score_layers import load_score_layers
+from .sources import safe_file_name, vrt_folder
 
 
 def pyramid_labels(group) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -124,7 +125,7 @@ def register_pyramid_layers(
     if context.project() is None:
         return 0
     years, bands, source = pyramid_slices(pyramid, variable)
-    return score_layers.register_score_layers(
+    return register_score_layers(
         pyramid, years, bands, context, source, **pyramid_details(pyramid, variable, details)
     )
 
@@ -134,7 +135,7 @@ def load_pyramid_layers(
 ):
     """Load a finished pyramid into a project (scripts, the console); returns the layers."""
     years, bands, source = pyramid_slices(pyramid, variable)
-    return score_layers.load_score_layers(
+    return load_score_layers(
         pyramid,
         project,
         iface,

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from osgeo import gdal, osr
+from qgis.core import QgsRasterLayer
 
 SCORES_VARIABLE = "scores"
 VRT_FOLDER = "vrt"
@@ -67,3 +68,14 @@ def write_year_stack(store: str, band: str, years, sources: list[str]) -> str:
         stack.GetRasterBand(number).SetDescription(str(year))
     stack = None  # written on close
     return path
+
+
+def raster_layer(uri: str, name: str) -> QgsRasterLayer:
+    """A GDAL raster layer, quiet about slices that hold no data at all."""
+    # A slice that is all no data (the first year of "difference") makes GDAL print
+    # "Failed to compute statistics" while QGIS sets up its default renderer: expected, quiet.
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return QgsRasterLayer(uri, name, "gdal")
+    finally:
+        gdal.PopErrorHandler()
