@@ -69,16 +69,18 @@ class Tally:
     """What the server has answered since the last reset (thread-safe)."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
+        self.in_flight = 0
         self.reset()
 
     def reset(self):
+        """Start counting afresh (requests being answered still end, and count, after it)."""
         with self.lock:
             self.operations = Counter()
             self.keys = defaultdict(Counter)
             self.statuses = Counter()
             self.bytes_sent = self.bytes_received = self.connections = 0
-            self.in_flight = self.max_in_flight = 0
+            self.max_in_flight = self.in_flight
 
     def connected(self):
         with self.lock:
@@ -97,9 +99,13 @@ class Tally:
             self.statuses[str(status)] += 1
             self.bytes_sent += sent
             self.bytes_received += received
+            self.lock.notify_all()
 
-    def as_dict(self) -> dict:
+    def as_dict(self, wait_s: float = 2.0) -> dict:
+        """The counts, once the requests being answered are done (a client can have read the
+        whole answer before its thread counts it), or after wait_s."""
         with self.lock:
+            self.lock.wait_for(lambda: self.in_flight == 0, timeout=wait_s)
             return {
                 "requests": sum(self.operations.values()),
                 "operations": dict(self.operations),
