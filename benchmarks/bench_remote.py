@@ -10,9 +10,9 @@ by benchmarks/object_server.py with a per-request latency and a link bandwidth c
 - requests to open the store (by operation), and the open's time at each latency;
 - for each link and latency, compute_change_scores on a window x window view: time to the
   first tile (its progress callback) and to completion, bytes fetched, link utilisation
-  (bytes fetched * 8 / run time / link), requests and the most in flight; next to it, what 10
-  connections of plain ranged GETs of chunk-sized pieces reach at that setting (botocore's
-  pool size), and the same view from disk (the engine's ceiling on this machine's CPUs);
+  (bytes fetched * 8 / run time / link), requests, how many were in flight (mean, most); next
+  to it, what 10 connections of plain ranged GETs of chunk-sized pieces reach at that setting
+  (botocore's pool size), and the same view from disk (the engine's ceiling on these CPUs);
 - if compute_change_scores has a `cache` argument: at 100 Mbit/s and 30 ms, a cold run, the
   same view again and a view panned by half a window, with what each fetched (the link rows
   above run with cache=False).
@@ -233,6 +233,8 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                 counts = server.counts()
                 ops = counts["operations"]
                 fetched = counts["bytes_sent"]
+                mean = counts["request_seconds"] / max(counts["span_s"], 1e-9)
+                in_flight = f"{mean:.1f}/{counts['max_in_flight']}"
                 utilisation = fetched * 8 / run["done"] / (link * 1e6)
                 peer_seconds = max(2.0, 30 * latency / 1000)
                 peer = parallel_ranged_gets(server, key, size, piece, POOL, peer_seconds)
@@ -241,10 +243,11 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                     f"  {link:>4g} Mbit {latency:>4g} ms {opened:>5.2f}s {run['first']:>7.2f}s"
                     f" {run['done']:>6.2f}s {fetched / 1e6:>6.0f}MB {utilisation * 100:>10.0f}%"
                     f" {counts['requests']:>8} {ops.get('GetObject', 0):>5}"
-                    f" {ops.get('HeadObject', 0):>5} {counts['max_in_flight']:>9}"
+                    f" {ops.get('HeadObject', 0):>5} {in_flight:>9}"
                     f" {peer_use * 100:>11.0f}%"
                 )
     print(f"  from disk, same view: done in {disk_done:.2f} s (the engine's ceiling here)")
+    print("  in flight: requests being answered, mean over the run's requests / most at once")
     print(
         f"  10-conn peer: {POOL} keep-alive connections of back-to-back ranged GETs of"
         f" {piece / 1e6:.1f} MB (a chunk's bytes), as a share of the link"

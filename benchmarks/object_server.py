@@ -59,19 +59,26 @@ class Tally:
             self.statuses = Counter()
             self.bytes_sent = self.bytes_received = self.connections = 0
             self.max_in_flight = self.in_flight
+            self.request_seconds, self.first_begin, self.last_end = 0.0, None, None
 
     def connected(self):
         with self.lock:
             self.connections += 1
 
-    def begin(self):
+    def begin(self) -> float:
+        """Count a request in; returns its start time for end()."""
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            now = time.monotonic()
+            self.first_begin = now if self.first_begin is None else self.first_begin
+            return now
 
-    def end(self, operation, key, status, sent, received):
+    def end(self, began, operation, key, status, sent, received):
         with self.lock:
             self.in_flight -= 1
+            self.last_end = time.monotonic()
+            self.request_seconds += self.last_end - began
             self.operations[operation] += 1
             self.keys[key][operation] += 1
             self.statuses[str(status)] += 1
@@ -93,6 +100,9 @@ class Tally:
                 "bytes_received": self.bytes_received,
                 "connections": self.connections,
                 "max_in_flight": self.max_in_flight,
+                # mean requests in flight = request_seconds / span_s
+                "request_seconds": self.request_seconds,
+                "span_s": (self.last_end or 0.0) - (self.first_begin or 0.0),
             }
 
 
@@ -153,7 +163,8 @@ class ObjectServer:
 
     def counts(self) -> dict:
         """requests, operations {name: n}, keys {key: {operation: n}}, statuses, bytes_sent,
-        bytes_received, connections (opened), max_in_flight (most requests answered at once)."""
+        bytes_received, connections (opened), max_in_flight (most requests answered at once),
+        request_seconds (their durations added up), span_s (first request to last answer)."""
         return self._control("counts")
 
     def reset_counts(self) -> None:

@@ -93,7 +93,7 @@ class S3Handler(BaseHTTPRequestHandler):
         self.pacer.bps = server.conn_bps
         bucket, _, key = path.lstrip("/").partition("/")
         operation, status, sent = "Unknown", 500, 0
-        server.tally.begin()
+        began = server.tally.begin()
         try:
             time.sleep(server.latency_s)
             operation = self.operation(method, bucket, key, query)
@@ -108,7 +108,7 @@ class S3Handler(BaseHTTPRequestHandler):
             status = 500
             self.send_error_xml(S3Error(500, "InternalError", repr(error)), key, True)
         finally:
-            server.tally.end(operation, key, status, sent, len(body))
+            server.tally.end(began, operation, key, status, sent, len(body))
 
     @staticmethod
     def operation(method, bucket, key, query) -> str:
