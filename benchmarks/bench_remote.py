@@ -218,7 +218,7 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
     header = (
         f"  {'link':>9} {'latency':>7} {'open':>6} {'1st tile':>8} {'done':>7} {'fetched':>8}"
         f" {'utilisation':>11} {'requests':>8} {'GET':>5} {'HEAD':>5} {'in flight':>9}"
-        f" {'10-conn peer':>12}"
+        f" {'10-conn peer':>12} {'x ceiling':>9}"
     )
     print(header)
     with tempfile.TemporaryDirectory() as workdir:
@@ -239,15 +239,18 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                 peer_seconds = max(2.0, 30 * latency / 1000)
                 peer = parallel_ranged_gets(server, key, size, piece, POOL, peer_seconds)
                 peer_use = peer * 8 / (link * 1e6)
+                ceiling = max(disk_done, fetched * 8 / (link * 1e6))
                 print(
                     f"  {link:>4g} Mbit {latency:>4g} ms {opened:>5.2f}s {run['first']:>7.2f}s"
                     f" {run['done']:>6.2f}s {fetched / 1e6:>6.0f}MB {utilisation * 100:>10.0f}%"
                     f" {counts['requests']:>8} {ops.get('GetObject', 0):>5}"
                     f" {ops.get('HeadObject', 0):>5} {in_flight:>9}"
-                    f" {peer_use * 100:>11.0f}%"
+                    f" {peer_use * 100:>11.0f}% {run['done'] / ceiling:>9.2f}"
                 )
     print(f"  from disk, same view: done in {disk_done:.2f} s (the engine's ceiling here)")
     print("  in flight: requests being answered, mean over the run's requests / most at once")
+    print("  x ceiling: run time / the larger of the disk run's time and the link's time for the")
+    print("    bytes fetched (1.00: as fast as this machine's CPUs or the link allow)")
     print(
         f"  10-conn peer: {POOL} keep-alive connections of back-to-back ranged GETs of"
         f" {piece / 1e6:.1f} MB (a chunk's bytes), as a share of the link"
