@@ -222,6 +222,7 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
         f" {'10-conn peer':>12} {'x ceiling':>9}"
     )
     print(header)
+    server_cpu = []  # the server's CPU seconds per second of each run
     with tempfile.TemporaryDirectory() as workdir:
         for link in links:
             for latency in latencies:
@@ -241,6 +242,7 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                 peer = parallel_ranged_gets(server, key, size, piece, POOL, peer_seconds)
                 peer_use = peer * 8 / (link * 1e6)
                 ceiling = max(disk_done, fetched * 8 / (link * 1e6))
+                server_cpu.append(counts["cpu_seconds"] / run["done"])
                 print(
                     f"  {link:>4g} Mbit {latency:>4g} ms {opened:>5.2f}s {run['first']:>7.2f}s"
                     f" {run['done']:>6.2f}s {fetched / 1e6:>6.0f}MB {utilisation * 100:>10.0f}%"
@@ -249,6 +251,10 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                     f" {peer_use * 100:>11.0f}% {run['done'] / ceiling:>9.2f}"
                 )
     print(f"  from disk, same view: done in {disk_done:.2f} s (the engine's ceiling here)")
+    print(
+        f"  the server's own CPU: {min(server_cpu) * 100:.0f}-{max(server_cpu) * 100:.0f} % of"
+        " one core during the runs"
+    )
     print("  in flight: requests being answered, mean over the run's requests / most at once")
     print("  x ceiling: run time / the larger of the disk run's time and the link's time for the")
     print("    bytes fetched (1.00: as fast as this machine's CPUs or the link allow)")

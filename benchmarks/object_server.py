@@ -60,6 +60,7 @@ class Tally:
             self.bytes_sent = self.bytes_received = self.connections = 0
             self.max_in_flight = self.in_flight
             self.request_seconds, self.first_begin, self.last_end = 0.0, None, None
+            self.cpu_at_reset = _cpu_seconds()
 
     def connected(self):
         with self.lock:
@@ -103,7 +104,14 @@ class Tally:
                 # mean requests in flight = request_seconds / span_s
                 "request_seconds": self.request_seconds,
                 "span_s": (self.last_end or 0.0) - (self.first_begin or 0.0),
+                # the serving process's CPU (with in_process=True: the whole process's)
+                "cpu_seconds": _cpu_seconds() - self.cpu_at_reset,
             }
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 class BucketServer(ThreadingHTTPServer):
@@ -164,7 +172,8 @@ class ObjectServer:
     def counts(self) -> dict:
         """requests, operations {name: n}, keys {key: {operation: n}}, statuses, bytes_sent,
         bytes_received, connections (opened), max_in_flight (most requests answered at once),
-        request_seconds (their durations added up), span_s (first request to last answer)."""
+        request_seconds (their durations added up), span_s (first request to last answer),
+        cpu_seconds (the server process's; with in_process=True the whole process's)."""
         return self._control("counts")
 
     def reset_counts(self) -> None:
