@@ -96,6 +96,18 @@ def test_zarr_reads_through_the_server_equal_local_reads(aef_store):
         assert server.counts()["operations"]["GetObject"] > 0
 
 
+def test_zarr_reads_over_plain_http_equal_local_reads(aef_store):
+    from embedding_change.core.store import open_embedding_store
+
+    path, _ = aef_store
+    with object_server.start(path.parent, in_process=True) as server:
+        remote = open_embedding_store(f"{server.endpoint_url}/{server.bucket}/{path.name}")
+        window = (slice(None), slice(None), slice(500, 600), slice(0, 300))
+        np.testing.assert_array_equal(
+            remote.array[window], open_embedding_store(path).array[window]
+        )
+
+
 def test_ranges_answer_the_requested_bytes(served):
     server, folder = served
     data = (folder / "a.bin").read_bytes()
