@@ -172,10 +172,13 @@ class S3Handler(BaseHTTPRequestHandler):
             info = os.fstat(fd)
             if not os.path.isfile(path):
                 raise S3Error(404, "NoSuchKey", "The specified key does not exist.")
-            start, stop = byte_range(self.headers.get("Range"), info.st_size)
-            status = 206 if stop - start != info.st_size or self.headers.get("Range") else 200
-            if start == stop and info.st_size and self.headers.get("Range"):
-                raise S3Error(416, "InvalidRange", "The requested range is not satisfiable.")
+            span = byte_range(self.headers.get("Range"), info.st_size)
+            if span is None or info.st_size == 0:  # no usable range: the whole object
+                (start, stop), status = (0, info.st_size), 200
+            else:
+                (start, stop), status = span, 206
+                if start == stop:
+                    raise S3Error(416, "InvalidRange", "The requested range is not satisfiable.")
             self.send_response(status)
             self.send_object_headers(info)
             self.send_header("Content-Length", str(stop - start))
@@ -397,10 +400,11 @@ class S3Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def byte_range(header: str | None, size: int) -> tuple[int, int]:
-    """[start, stop) of a `bytes=a-b`, `bytes=a-` or `bytes=-n` Range header; all without one."""
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, stop) of a `bytes=a-b`, `bytes=a-` or `bytes=-n` Range header (start == stop
+    when nothing of it is in the object); None without one, or for one S3 ignores too."""
     if not header or not header.startswith("bytes=") or "," in header:
-        return 0, size  # no range, or several (S3 answers those with the whole object too)
+        return None  # no range, or several (S3 answers those with the whole object)
     first, _, last = header[len("bytes=") :].strip().partition("-")
     try:
         if not first:
@@ -408,10 +412,10 @@ def byte_range(header: str | None, size: int) -> tuple[int, int]:
         start = int(first)
         stop = min(size, int(last) + 1) if last else size
     except ValueError:
-        return 0, size
-    if start >= size:
-        return size, size
-    return start, max(start, stop)
+        return None
+    if start >= size or stop <= start:
+        return (size, size) if start >= size else None
+    return start, stop
 
 
 def aws_chunked_payload(raw: bytes) -> bytes:

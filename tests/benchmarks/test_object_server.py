@@ -127,6 +127,12 @@ def test_ranges_answer_the_requested_bytes(served):
     status, headers, body = raw_request(server, "GET", "/bench/a.bin")
     assert (status, body) == (200, data)
     assert raw_request(server, "GET", "/bench/a.bin", {"Range": "bytes=1000-"})[0] == 416
+    for ignored in ("bytes=5-1", "bytes=0-1,5-6", "items=0-5", "bytes=x-"):
+        status, headers, body = raw_request(server, "GET", "/bench/a.bin", {"Range": ignored})
+        assert (status, body) == (200, data), ignored
+    (folder / "empty.bin").write_bytes(b"")
+    status, _, body = raw_request(server, "GET", "/bench/empty.bin", {"Range": "bytes=0-"})
+    assert (status, body) == (200, b"")
     status, headers, body = raw_request(server, "HEAD", "/bench/a.bin")
     assert (status, headers["Content-Length"], body) == (200, "1000", b"")
 
