@@ -1,7 +1,7 @@
 """Remote reads of the scoring engine: a generated store behind a loopback S3 server, in one run.
 
     python benchmarks/bench_remote.py [--window 1024] [--quick] [--store DIR] [--layout NAME]
-        [--links 1000,100] [--latencies 0,30,80] [--option NAME=VALUE ...]
+        [--links 1000,100] [--latencies 0,30,80] [--conn-mbps N] [--option NAME=VALUE ...]
 
 The store (window x 2*window px, 9 years, 64 bands; --store keeps it for later runs) is served
 by benchmarks/object_server.py with a per-request latency and a link bandwidth cap. Prints:
@@ -48,6 +48,9 @@ from embedding_change.core.synthetic import write_aef_like_store  # noqa: E402
 
 ENGINE = inspect.signature(compute_change_scores).parameters
 GENERATOR = inspect.signature(write_aef_like_store).parameters
+# Issue 13's targets for link utilisation: (link Mbit/s, latency ms) -> share of the link.
+TARGETS = {(1000.0, 30.0): 0.95, (1000.0, 80.0): 0.90}
+CACHED_TARGET = 10  # the same view again at 100 Mbit/s, x as fast as cold
 SHARD_SIDE = 4096  # the mosaic's shard side in pixels
 POOL = 10  # botocore's default connection pool: the peer's connection count
 # Runs that measure the link read past the engine's chunk cache, where it has one.
@@ -207,26 +210,30 @@ def server_alone(server, key, size):
         print(f"  1 Gbit/s cap, {name}  {gbit(rate):6.2f} Gbit/s = {share}")
 
 
-def link_table(server, url, store_path, window, links, latencies, options, disk_done):
+def link_table(server, url, store_path, window, links, latencies, options, disk_done, conn):
     bbox = view_bbox(store_path, window)
     piece = typical_chunk_bytes(store_path, window)
     key, size = largest_object(store_path)
     options = {**NO_CACHE, **options}
     print(
         f"\nLinks ({window} x {window} px view, {9 * (window // 256) ** 2} chunks; input from the"
-        f" server, output on disk; engine options {options or 'default'}):"
+        f" server, output on disk; engine options {options or 'default'}"
+        + (f"; at most {conn:g} Mbit/s per connection" if conn else "")
+        + "):"
     )
     header = (
         f"  {'link':>9} {'latency':>7} {'open':>6} {'1st tile':>8} {'done':>7} {'fetched':>8}"
         f" {'utilisation':>11} {'requests':>8} {'GET':>5} {'HEAD':>5} {'in flight':>9}"
-        f" {'10-conn peer':>12} {'x ceiling':>9}"
+        f" {'10-conn peer':>12} {'x ceiling':>9}  target"
     )
     print(header)
     server_cpu = []  # the server's CPU seconds per second of each run
     with tempfile.TemporaryDirectory() as workdir:
         for link in links:
             for latency in latencies:
-                server.configure(latency_s=latency / 1000, link_bps=link * 1e6)
+                server.configure(
+                    latency_s=latency / 1000, link_bps=link * 1e6, conn_bps=conn and conn * 1e6
+                )
                 opened, _ = open_figures(server, url)
                 forget_opened_stores()
                 server.reset_counts()
@@ -249,6 +256,7 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                     f" {counts['requests']:>8} {ops.get('GetObject', 0):>5}"
                     f" {ops.get('HeadObject', 0):>5} {in_flight:>9}"
                     f" {peer_use * 100:>11.0f}% {run['done'] / ceiling:>9.2f}"
+                    f"  {verdict(utilisation, TARGETS.get((link, latency)))}"
                 )
     print(f"  from disk, same view: done in {disk_done:.2f} s (the engine's ceiling here)")
     print(
@@ -262,6 +270,13 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
         f"  10-conn peer: {POOL} keep-alive connections of back-to-back ranged GETs of"
         f" {piece / 1e6:.1f} MB (a chunk's bytes), as a share of the link"
     )
+
+
+def verdict(value, target) -> str:
+    """'>= 90 %: meets' or '... MISSES' against a target share; '' where there is none."""
+    if target is None:
+        return ""
+    return f">= {target * 100:.0f} %: {'meets' if value >= target else 'MISSES'}"
 
 
 def cache_runs(server, url, store_path, window, options):
@@ -284,6 +299,9 @@ def cache_runs(server, url, store_path, window, options):
             counts = server.counts()
             cold = cold or run["done"]
             speed = f"{cold / run['done']:5.1f} x as fast as cold" if cold != run["done"] else ""
+            if name == "same view again":
+                met = "meets" if cold / run["done"] >= CACHED_TARGET else "MISSES"
+                speed += f"  target >= {CACHED_TARGET} x: {met}"
             print(
                 f"  {name:>16}: done in {run['done']:6.2f} s, fetched"
                 f" {counts['bytes_sent'] / 1e6:6.0f} MB in"
@@ -300,6 +318,7 @@ def main():
     parser.add_argument("--layout", default=layouts, help="generator layout (sharded, chunked)")
     parser.add_argument("--links", default="1000,100", help="link caps in Mbit/s")
     parser.add_argument("--latencies", default="0,30,80", help="per-request latencies in ms")
+    parser.add_argument("--conn-mbps", type=float, help="a cap per connection too (Mbit/s)")
     parser.add_argument("--option", action="append", default=[], help="engine NAME=VALUE")
     args = parser.parse_args()
     window = 512 if args.quick and args.window == 1024 else args.window
@@ -343,7 +362,17 @@ def main():
                 f" {seconds:.2f} s at 0 ms"
             )
 
-            link_table(server, url, store_path, window, links, latencies, options, disk_done)
+            link_table(
+                server,
+                url,
+                store_path,
+                window,
+                links,
+                latencies,
+                options,
+                disk_done,
+                args.conn_mbps,
+            )
             if "cache" in ENGINE:
                 cache_runs(server, url, store_path, window, options)
             else:
