@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import traceback
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterString,
     QgsSettings,
@@ -22,9 +18,13 @@ from qgis.core import (
 from ..layers.layer_tree import is_temporary_output, temporary_run_name
 from ..layers.post_processor import register_score_layers
 from ..layers.sources import zarr_format_for_layers
-from .embedding_change_algorithm import EmbeddingChangeAlgorithm
+from .embedding_change_algorithm import (
+    EmbeddingChangeAlgorithm,
+    remember,
+    remembered,
+    remembered_store,
+)
 
-AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
 # The engine's names (embedding_change.core.kernels.METHODS / METRICS); a test keeps them equal.
 METHODS = ("difference", "loo_medoid")
 METRICS = ("alpha_earth_cosine", "cosine", "euclidean")
@@ -33,14 +33,10 @@ METRICS = ("alpha_earth_cosine", "cosine", "euclidean")
 class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     """Scores how unlike the rest of its time series each year of each pixel is."""
 
-    STORE = "STORE"
-    VARIABLE = "VARIABLE"
-    EXTENT = "EXTENT"
     METHODS = "METHODS"
     METRIC = "METRIC"
     ROBUST_ZSCORE = "ROBUST_ZSCORE"
     YEARS = "YEARS"
-    STORAGE_OPTIONS = "STORAGE_OPTIONS"
     SCHEDULER = "SCHEDULER"
     LOAD = "LOAD"
     OUTPUT = "OUTPUT"
@@ -78,15 +74,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.STORE, "Embedding store (Zarr path or URL)", AEF_STORE
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(self.VARIABLE, "Embedding variable", "embeddings")
-        )
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent"))
+        self.add_store_parameters()
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.METHODS,
@@ -107,20 +95,14 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 self.YEARS, "Years (empty: all; e.g. 2018,2020-2023)", optional=True
             )
         )
-        advanced = [
-            QgsProcessingParameterString(
-                self.STORAGE_OPTIONS,
-                "Storage options (JSON)",
-                multiLine=True,
-                optional=True,
-            ),
-            QgsProcessingParameterString(
-                self.SCHEDULER, "Dask scheduler address (empty: this computer)", optional=True
-            ),
-        ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        self.add_advanced_parameters(
+            [
+                *self.store_access_parameters(),
+                QgsProcessingParameterString(
+                    self.SCHEDULER, "Dask scheduler address (empty: this computer)", optional=True
+                ),
+            ]
+        )
         self.addParameter(
             # Optional: models and scripts written before it keep validating.
             QgsProcessingParameterBoolean(
@@ -139,20 +121,15 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         from ..core.scheduling import run_cancellable
         from ..core.store import open_embedding_store
 
-        store = self.parameterAsString(parameters, self.STORE, context).strip()
-        variable = self.parameterAsString(parameters, self.VARIABLE, context).strip()
+        choice = self.read_store_choice(parameters, context)
+        store, variable, options = choice.url, choice.variable, choice.storage_options
         methods = [METHODS[i] for i in self.parameterAsEnums(parameters, self.METHODS, context)]
         metric = METRICS[self.parameterAsEnum(parameters, self.METRIC, context)]
         robust_zscore = self.parameterAsBoolean(parameters, self.ROBUST_ZSCORE, context)
         years = parse_years(self.parameterAsString(parameters, self.YEARS, context))
-        options = parse_storage_options(
-            self.parameterAsString(parameters, self.STORAGE_OPTIONS, context)
-        )
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         load = self.parameterAsBoolean(parameters, self.LOAD, context)
-        if not store:
-            raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
         remember_parameters(parameters, output)
 
         self.make_output_parent(output)
@@ -160,7 +137,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         try:
             feedback.pushInfo(f"Opening the store {store} …")
             source = run_cancellable(
-                lambda: open_embedding_store(store, variable or "embeddings", options),
+                lambda: open_embedding_store(store, variable, options),
                 feedback.isCanceled,
             )
             bbox = self.store_bbox(parameters, context, source.grid.crs)
@@ -181,7 +158,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 store,
                 output,
                 bbox=bbox,
-                variable=variable or "embeddings",
+                variable=variable,
                 methods=methods,
                 metric=metric,
                 robust_zscore=robust_zscore,
@@ -222,40 +199,15 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             feedback.pushInfo(f"{loaded} score layers will load into the project.")
         return {self.OUTPUT: output}
 
-    def store_bbox(self, parameters, context, store_crs: str | None):
-        """The extent as (xmin, ymin, xmax, ymax) in the store's CRS, whatever CRS it came in."""
-        if store_crs:
-            crs = QgsCoordinateReferenceSystem(store_crs)
-            if not crs.isValid():
-                raise QgsProcessingException(
-                    f"QGIS does not know the store's CRS {store_crs!r}; fix the store's proj:code."
-                )
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
-        else:
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context)
-        if extent.isNull() or extent.isEmpty():
-            raise QgsProcessingException(
-                f"The extent {extent.toString(6)} is empty (zero width or height; an empty "
-                "project gives 0,0,0,0) or cannot be placed in the store's CRS: zoom the map to "
-                "the area and use the canvas extent, draw it, or type it with its CRS, e.g. "
-                "-105.3,-105.2,40.0,40.1 [EPSG:4326]."
-            )
-        return (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-
 
 SETTINGS = "embedding_change/change_scores"
-REMEMBERED = ("STORE", "VARIABLE", "METHODS", "METRIC", "ROBUST_ZSCORE", "YEARS")
+REMEMBERED = ("METHODS", "METRIC", "ROBUST_ZSCORE", "YEARS")  # and the store (remember_store)
 
 
 def remember_parameters(parameters: dict, output: str) -> None:
     """Keep this run's choices (and the output's folder) for the next dialog from the button."""
+    remember(SETTINGS, REMEMBERED, parameters)
     settings = QgsSettings()
-    for name in REMEMBERED:
-        try:
-            text = json.dumps(parameters[name])
-        except (KeyError, TypeError, ValueError):
-            continue  # not given, or not a plain value (a model's expression)
-        settings.setValue(f"{SETTINGS}/{name}", text)
     if "://" not in output and not is_temporary_output(output):
         from pathlib import Path
 
@@ -264,17 +216,8 @@ def remember_parameters(parameters: dict, output: str) -> None:
 
 def remembered_parameters() -> dict:
     """The last run's choices as dialog parameters, with a new output in the last folder."""
-    settings = QgsSettings()
-    parameters = {}
-    for name in REMEMBERED:
-        text = settings.value(f"{SETTINGS}/{name}", None)
-        if text is None:
-            continue
-        try:
-            parameters[name] = json.loads(text)
-        except (TypeError, ValueError):
-            continue
-    folder = settings.value(f"{SETTINGS}/output_folder", "")
+    parameters = {**remembered_store(), **remembered(SETTINGS, REMEMBERED)}
+    folder = QgsSettings().value(f"{SETTINGS}/output_folder", "")
     if folder:
         stamp = time.strftime("%Y%m%d_%H%M%S")
         parameters["OUTPUT"] = f"{folder}/change_scores_{stamp}.zarr"
@@ -334,25 +277,6 @@ def parse_years(text: str | None) -> list[int] | None:
             raise QgsProcessingException(f"The years {part} run backwards; write {last}-{first}.")
         years.update(range(first, last + 1))
     return sorted(years)
-
-
-def parse_storage_options(text: str | None) -> dict | None:
-    """JSON object text -> dict for fsspec; empty -> None."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise QgsProcessingException(
-            f'Storage options must be JSON, e.g. {{"anon": true}}; {exc.msg} at character '
-            f"{exc.pos} of {text!r}."
-        ) from exc
-    if not isinstance(options, dict):
-        raise QgsProcessingException(
-            f'Storage options must be a JSON object such as {{"anon": true}}, not {text!r}.'
-        )
-    return options
 
 
 def fmt_bbox(bbox) -> str:

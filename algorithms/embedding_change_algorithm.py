@@ -1,18 +1,50 @@
-"""What every algorithm of the provider shares, as QGIS's own QgisAlgorithm does for its tools."""
+"""What every algorithm of the provider shares, as QGIS's own QgisAlgorithm does for its tools,
+and the parameters of those that read an embedding store: STORE, VARIABLE, EXTENT and the
+advanced STORAGE_OPTIONS, declared, read and remembered here once."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterString,
+    QgsSettings,
+)
 from qgis.PyQt.QtGui import QIcon
 
 from ..resources import ICON
 
+AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
+# The last store and variable used, by any algorithm that reads a store.
+STORE_SETTINGS = "embedding_change/store"
+
+
+@dataclass(frozen=True)
+class StoreChoice:
+    """The embedding store a run reads, as the analyst gave it."""
+
+    url: str
+    variable: str
+    storage_options: dict | None
+
 
 class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
     """The provider's icon, a fresh instance per run, and background, cancel and batch support."""
+
+    STORE = "STORE"
+    VARIABLE = "VARIABLE"
+    EXTENT = "EXTENT"
+    STORAGE_OPTIONS = "STORAGE_OPTIONS"
 
     def createInstance(self):
         return type(self)()
@@ -23,6 +55,71 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
     def flags(self):
         # Thread-safe: runs as the dialog's background task, can be cancelled, works in batch.
         return QgsProcessingAlgorithm.FlagSupportsBatch | QgsProcessingAlgorithm.FlagCanCancel
+
+    def add_store_parameters(self) -> None:
+        """STORE, VARIABLE and EXTENT, in that order.
+
+        STORE is a folder parameter, so the dialog offers a folder browser for a local Zarr,
+        but it takes any text: a URL (s3://, https://, gs://) is typed in the same field and
+        passes through the dialog, batch, models and qgis_process as it is."""
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.STORE,
+                "Embedding store (Zarr folder or URL)",
+                behavior=QgsProcessingParameterFile.Folder,
+                defaultValue=AEF_STORE,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(self.VARIABLE, "Embedding variable", "embeddings")
+        )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent"))
+
+    def store_access_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """The advanced parameters saying how to reach the store (added by the caller, so each
+        algorithm keeps its own order of advanced parameters)."""
+        options = QgsProcessingParameterString(
+            self.STORAGE_OPTIONS, "Storage options (JSON)", multiLine=True, optional=True
+        )
+        return [options]
+
+    def add_advanced_parameters(self, parameters) -> None:
+        for parameter in parameters:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+
+    def read_store_choice(self, parameters, context) -> StoreChoice:
+        """STORE, VARIABLE and STORAGE_OPTIONS as the engine takes them; remembers the store
+        and variable for the next dialog."""
+        store = self.parameterAsString(parameters, self.STORE, context).strip()
+        if not store:
+            raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
+        variable = self.parameterAsString(parameters, self.VARIABLE, context).strip()
+        options = parse_storage_options(
+            self.parameterAsString(parameters, self.STORAGE_OPTIONS, context)
+        )
+        remember_store(parameters)
+        return StoreChoice(store, variable or "embeddings", options)
+
+    def store_bbox(self, parameters, context, store_crs: str | None):
+        """The extent as (xmin, ymin, xmax, ymax) in the store's CRS, whatever CRS it came in."""
+        if store_crs:
+            crs = QgsCoordinateReferenceSystem(store_crs)
+            if not crs.isValid():
+                raise QgsProcessingException(
+                    f"QGIS does not know the store's CRS {store_crs!r}; fix the store's proj:code."
+                )
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+        else:
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context)
+        if extent.isNull() or extent.isEmpty():
+            raise QgsProcessingException(
+                f"The extent {extent.toString(6)} is empty (zero width or height; an empty "
+                "project gives 0,0,0,0) or cannot be placed in the store's CRS: zoom the map to "
+                "the area and use the canvas extent, draw it, or type it with its CRS, e.g. "
+                "-105.3,-105.2,40.0,40.1 [EPSG:4326]."
+            )
+        return (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
 
     @staticmethod
     def require_dependencies() -> None:
@@ -43,3 +140,61 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
             return
         with contextlib.suppress(OSError):
             Path(output).absolute().parent.mkdir(parents=True, exist_ok=True)
+
+
+REMEMBERED_STORE = (EmbeddingChangeAlgorithm.STORE, EmbeddingChangeAlgorithm.VARIABLE)
+
+
+def remember_store(parameters: dict) -> None:
+    """Keep the store and variable of this run for the next dialog."""
+    remember(STORE_SETTINGS, REMEMBERED_STORE, parameters)
+
+
+def remembered_store() -> dict:
+    """The last run's store and variable, as dialog parameters (none before a first run)."""
+    return remembered(STORE_SETTINGS, REMEMBERED_STORE)
+
+
+def remember(group: str, names, parameters: dict) -> None:
+    """Keep the plain values of `names` in QgsSettings under `group`, as JSON."""
+    settings = QgsSettings()
+    for name in names:
+        try:
+            text = json.dumps(parameters[name])
+        except (KeyError, TypeError, ValueError):
+            continue  # not given, or not a plain value (a model's expression)
+        settings.setValue(f"{group}/{name}", text)
+
+
+def remembered(group: str, names) -> dict:
+    """What remember() kept under `group`."""
+    settings = QgsSettings()
+    values = {}
+    for name in names:
+        text = settings.value(f"{group}/{name}", None)
+        if text is None:
+            continue
+        try:
+            values[name] = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+    return values
+
+
+def parse_storage_options(text: str | None) -> dict | None:
+    """JSON object text -> dict for fsspec; empty -> None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QgsProcessingException(
+            f'Storage options must be JSON, e.g. {{"anon": true}}; {exc.msg} at character '
+            f"{exc.pos} of {text!r}."
+        ) from exc
+    if not isinstance(options, dict):
+        raise QgsProcessingException(
+            f'Storage options must be a JSON object such as {{"anon": true}}, not {text!r}.'
+        )
+    return options

@@ -10,8 +10,6 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterString,
     QgsProject,
@@ -21,7 +19,7 @@ from qgis.core import (
 
 from ..layers.score_slice import PROPERTY
 from ..layers.temporal import animate_years, year_range
-from .change_scores import AEF_STORE, ChangeScoresAlgorithm, parse_storage_options, parse_years
+from .change_scores import parse_years
 from .embedding_change_algorithm import EmbeddingChangeAlgorithm
 
 GROUP_PROPERTY = f"{PROPERTY}/false_colour"
@@ -30,12 +28,8 @@ GROUP_PROPERTY = f"{PROPERTY}/false_colour"
 class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
     """Shows what the land looks like to the embedding, and how that changed, year by year."""
 
-    STORE = "STORE"
-    VARIABLE = "VARIABLE"
-    EXTENT = "EXTENT"
     YEARS = "YEARS"
     BANDS = "BANDS"
-    STORAGE_OPTIONS = "STORAGE_OPTIONS"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -61,15 +55,7 @@ class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
         )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.STORE, "Embedding store (Zarr path or URL)", AEF_STORE
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(self.VARIABLE, "Embedding variable", "embeddings")
-        )
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent"))
+        self.add_store_parameters()
         self.addParameter(
             QgsProcessingParameterString(
                 self.YEARS, "Years (empty: all; e.g. 2018,2020-2023)", optional=True
@@ -82,11 +68,7 @@ class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
                 optional=True,
             )
         )
-        options = QgsProcessingParameterString(
-            self.STORAGE_OPTIONS, "Storage options (JSON)", multiLine=True, optional=True
-        )
-        options.setFlags(options.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(options)
+        self.add_advanced_parameters(self.store_access_parameters())
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "False colour pictures (folder)")
         )
@@ -97,30 +79,23 @@ class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
         from ..core.false_colour import embedding_false_colour
         from ..core.store import open_embedding_store
 
-        store = self.parameterAsString(parameters, self.STORE, context).strip()
-        variable = self.parameterAsString(parameters, self.VARIABLE, context).strip()
+        choice = self.read_store_choice(parameters, context)
         years = parse_years(self.parameterAsString(parameters, self.YEARS, context))
         text = self.parameterAsString(parameters, self.BANDS, context).strip()
         bands = [b.strip() for b in text.replace(";", ",").split(",")] if text else None
-        options = parse_storage_options(
-            self.parameterAsString(parameters, self.STORAGE_OPTIONS, context)
-        )
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        if not store:
-            raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
         self.make_output_parent(output)
         try:
-            source = open_embedding_store(store, variable or "embeddings", options)
-            # The same extent handling as Change scores (the parameter has the same name).
-            bbox = ChangeScoresAlgorithm.store_bbox(self, parameters, context, source.grid.crs)
+            source = open_embedding_store(choice.url, choice.variable, choice.storage_options)
+            bbox = self.store_bbox(parameters, context, source.grid.crs)
             result = embedding_false_colour(
-                store,
+                choice.url,
                 output,
                 bbox=bbox,
-                variable=variable or "embeddings",
+                variable=choice.variable,
                 years=years,
                 bands=bands,
-                storage_options=options,
+                storage_options=choice.storage_options,
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
             )

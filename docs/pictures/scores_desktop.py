@@ -43,11 +43,12 @@ def setup():
     from qgis.core import QgsSettings
 
     from embedding_change.algorithms.change_scores import SETTINGS
+    from embedding_change.algorithms.embedding_change_algorithm import STORE_SETTINGS
     from embedding_change.core.store import open_embedding_store
 
     # What an earlier run left: the dialog opened from the button starts from it.
     settings = QgsSettings()
-    settings.setValue(f"{SETTINGS}/STORE", json.dumps(f"{DATA}/aef.zarr"))
+    settings.setValue(f"{STORE_SETTINGS}/STORE", json.dumps(f"{DATA}/aef.zarr"))
     settings.setValue(f"{SETTINGS}/METHODS", json.dumps([0, 1]))
     settings.setValue(f"{SETTINGS}/output_folder", DATA)
 

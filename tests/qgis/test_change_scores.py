@@ -21,12 +21,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QApplication
 
-from embedding_change.algorithms.change_scores import (
-    AEF_STORE,
-    METHODS,
-    METRICS,
-    parse_years,
-)
+from embedding_change.algorithms.change_scores import METHODS, METRICS, parse_years
+from embedding_change.algorithms.embedding_change_algorithm import AEF_STORE
 from embedding_change.core import compute_change_scores, kernels
 from embedding_change.core.store import open_embedding_store
 
@@ -421,10 +417,13 @@ def clean_settings():
     from qgis.core import QgsSettings
 
     from embedding_change.algorithms.change_scores import SETTINGS
+    from embedding_change.algorithms.embedding_change_algorithm import STORE_SETTINGS
 
-    QgsSettings().remove(SETTINGS)
+    for group in (SETTINGS, STORE_SETTINGS):
+        QgsSettings().remove(group)
     yield
-    QgsSettings().remove(SETTINGS)
+    for group in (SETTINGS, STORE_SETTINGS):
+        QgsSettings().remove(group)
 
 
 def test_with_loading_off_nothing_loads(provider, project, aef_store, tmp_path):

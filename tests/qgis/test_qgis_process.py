@@ -45,9 +45,13 @@ def qgis_process(tmp_path):
     """Runs qgis_process.bin with a fresh profile in which the plugin is enabled."""
     env = qgis_process_environment(tmp_path / "profile")
 
-    def run(*args):
+    def run(*args, extra_env=None):
         return subprocess.run(
-            [QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=300
+            [QGIS_PROCESS, *args],
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     enabled = run("plugins", "enable", "embedding_change")
@@ -103,3 +107,37 @@ def test_qgis_process_fails_with_the_reason_for_an_extent_outside_the_store(
     assert done.returncode != 0
     assert "lies outside the store" in done.stdout + done.stderr
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_qgis_process_reads_an_s3_url_with_credentials_from_the_aws_variables(
+    qgis_process, s3_bucket, s3_storage_options, tmp_path
+):
+    from embedding_change.core.synthetic import write_aef_like_store
+
+    url = f"{s3_bucket}/aef.zarr"
+    write_aef_like_store(url, shape=(120, 140), seed=5, storage_options=s3_storage_options)
+    write_aef_like_store(tmp_path / "same.zarr", shape=(120, 140), seed=5)
+    bbox = open_embedding_store(tmp_path / "same.zarr").grid.bbox
+    aws = {
+        "AWS_ACCESS_KEY_ID": s3_storage_options["key"],
+        "AWS_SECRET_ACCESS_KEY": s3_storage_options["secret"],
+        "AWS_ENDPOINT_URL": s3_storage_options["endpoint_url"],
+    }
+
+    done = qgis_process(
+        "run",
+        "embeddingchange:changescores",
+        "--",
+        f"STORE={url}",
+        f"EXTENT={store_extent(bbox)}",
+        "YEARS=2017-2020",
+        f"OUTPUT={tmp_path / 'cli.zarr'}",
+        extra_env=aws,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = compute_change_scores(
+        tmp_path / "same.zarr", tmp_path / "engine.zarr", years=range(2017, 2021)
+    )
+    with xr.open_zarr(tmp_path / "cli.zarr", consolidated=None) as got:
+        np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
