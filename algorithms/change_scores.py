@@ -101,6 +101,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 QgsProcessingParameterString(
                     self.SCHEDULER, "Dask scheduler address (empty: this computer)", optional=True
                 ),
+                self.max_pixels_parameter(),
             ]
         )
         self.addParameter(
@@ -118,8 +119,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         from ..core import compute_change_scores, kernels
         from ..core.errors import EmbeddingChangeError
         from ..core.failures import one_line_message
-        from ..core.scheduling import run_cancellable
+        from ..core.run_size import check_run_size, estimate_run
+        from ..core.scheduling import run_cancellable, runs_locally
         from ..core.store import open_embedding_store
+        from ..core.window import pixel_window
 
         choice = self.read_store_choice(parameters, context)
         store, variable, options = choice.url, choice.variable, choice.storage_options
@@ -128,6 +131,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         robust_zscore = self.parameterAsBoolean(parameters, self.ROBUST_ZSCORE, context)
         years = parse_years(self.parameterAsString(parameters, self.YEARS, context))
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None
+        max_pixels = self.read_max_pixels(parameters, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         load = self.parameterAsBoolean(parameters, self.LOAD, context)
         remember_parameters(parameters, output)
@@ -147,6 +151,9 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 f"{source.grid.crs or 'its own grid'}; extent there: {fmt_bbox(bbox)}"
             )
             warn_if_clipped(feedback, bbox, source.grid.bbox)
+            # Before compiling the kernel; the engine checks again and logs the estimate.
+            size = estimate_run(source, pixel_window(source.grid, bbox), len(years or source.times))
+            check_run_size(size, max_pixels, local=runs_locally(scheduler))
             feedback.pushInfo("Preparing the scoring kernel (compiled once per machine) …")
             compiled = kernels.warm_up(source.dtype, len(set(years or source.times)))
             if compiled > 2:
@@ -169,6 +176,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 cancel=feedback.isCanceled,
                 scheduler=scheduler,
                 log=feedback.pushInfo,
+                max_pixels=max_pixels,
             )
         except QgsProcessingException:
             raise

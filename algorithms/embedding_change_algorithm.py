@@ -17,11 +17,13 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsSettings,
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.run_size import DEFAULT_MAX_PIXELS
 from ..resources import ICON
 
 AEF_STORE = "s3://us-west-2.opendata.source.coop/tge-labs/aef-mosaic/"
@@ -45,6 +47,7 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
     VARIABLE = "VARIABLE"
     EXTENT = "EXTENT"
     STORAGE_OPTIONS = "STORAGE_OPTIONS"
+    MAX_PIXELS = "MAX_PIXELS"
 
     def createInstance(self):
         return type(self)()
@@ -87,6 +90,26 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
         for parameter in parameters:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
+
+    def max_pixels_parameter(self) -> QgsProcessingParameterNumber:
+        """The size guard's limit (core.run_size); a double, so it can go past 2^31."""
+        parameter = QgsProcessingParameterNumber(
+            self.MAX_PIXELS,
+            "Largest extent to read, in pixels (0: no limit)",
+            QgsProcessingParameterNumber.Double,
+            DEFAULT_MAX_PIXELS,
+            optional=True,
+            minValue=0,
+        )
+        parameter.setMetadata({"widget_wrapper": {"decimals": 0}})
+        return parameter
+
+    def read_max_pixels(self, parameters, context) -> int | None:
+        """MAX_PIXELS as the engine takes it: None for no limit."""
+        if parameters.get(self.MAX_PIXELS) in (None, ""):
+            return DEFAULT_MAX_PIXELS
+        value = self.parameterAsDouble(parameters, self.MAX_PIXELS, context)
+        return int(value) if value > 0 else None
 
     def read_store_choice(self, parameters, context) -> StoreChoice:
         """STORE, VARIABLE and STORAGE_OPTIONS as the engine takes them; remembers the store

@@ -68,7 +68,7 @@ class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
                 optional=True,
             )
         )
-        self.add_advanced_parameters(self.store_access_parameters())
+        self.add_advanced_parameters([*self.store_access_parameters(), self.max_pixels_parameter()])
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "False colour pictures (folder)")
         )
@@ -98,6 +98,8 @@ class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
                 storage_options=choice.storage_options,
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
+                max_pixels=self.read_max_pixels(parameters, context),
+                log=feedback.pushInfo,
             )
         except EmbeddingChangeError as exc:
             raise QgsProcessingException(str(exc)) from exc

@@ -21,6 +21,7 @@ from osgeo import gdal
 from .errors import CancelledError, OutputError, ParameterError
 from .grid import spatial_reference
 from .quantisation import SIGNED_SQUARE
+from .run_size import DEFAULT_MAX_PIXELS, guard_run
 from .scores_output import gdal_geotransform
 from .store import open_embedding_store
 from .window import pixel_window
@@ -67,9 +68,12 @@ def embedding_false_colour(
     storage_options: dict | None = None,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    log: Callable[[str], None] | None = None,
 ) -> FalseColourResult:
     """Write a 3-band picture per year of the extent: `bands` (three band names) or, when
-    None, the first three principal components fitted on the extent over all chosen years."""
+    None, the first three principal components fitted on the extent over all chosen years.
+    A window over max_pixels stops before reading (core.run_size); log(line) gets its size."""
     source = open_embedding_store(store, variable, storage_options)
     window = pixel_window(source.grid, bbox)
     times = [int(t) for t in source.times]
@@ -78,6 +82,7 @@ def embedding_false_colour(
     if missing:
         raise ParameterError(f"Years {missing} are not in the store, which has {times}.")
     indices = [times.index(y) for y in chosen]
+    guard_run(source, window, len(indices), max_pixels, local=True, log=log or (lambda _: None))
     if bands:
         bands = [str(b).strip() for b in bands]
         unknown = [b for b in bands if b not in source.bands]

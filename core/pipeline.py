@@ -33,6 +33,7 @@ from .failures import plain_cause
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_error
 from .quantisation import SIGNED_SQUARE
 from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
+from .run_size import DEFAULT_MAX_PIXELS, guard_run, note_transfer
 from .scheduling import run_cancellable, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
@@ -83,6 +84,7 @@ def compute_change_scores(
     output_storage_options: dict | None = None,
     log: Callable[[str], None] | None = None,
     retry: RetryPolicy | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> xr.Dataset:
     """Score every pixel of the box's window and write the scores Zarr; returns it opened.
 
@@ -92,6 +94,7 @@ def compute_change_scores(
     dask.distributed address or Client to run on a cluster. log(line) gets what the analyst
     should know (retries, absent chunks, too few years for z-scores, swept leftovers).
     retry: how remote requests retry and how long they may take (core.retry.RetryPolicy).
+    max_pixels: a bigger window stops before reading (None: no limit; core.run_size).
     """
     started = time.perf_counter()
     log = log or (lambda line: None)
@@ -110,6 +113,8 @@ def compute_change_scores(
     year_indices = select_years(source, years)
     warn_few_years(len(year_indices), methods, robust_zscore, log)
     window = pixel_window(source.grid, bbox)
+    local = runs_locally(scheduler)
+    size = guard_run(source, window, len(year_indices), max_pixels, local=local, log=log)
     target = OutputTarget.prepare(output, output_storage_options, retry=retry, log=log)
     job = BlockJob(
         source.url,
@@ -139,7 +144,7 @@ def compute_change_scores(
     try:
         # every year's scores, and the summary's two (band, y, x) arrays
         target.check_space((len(chosen_years) + 2) * len(labels), window.shape)
-        if not runs_locally(scheduler):
+        if not local:
             # Created before any task: a cluster worker still creating it after a cancel had
             # discarded the run would bring the store back, and with it late tiles.
             create()
@@ -149,6 +154,7 @@ def compute_change_scores(
         retries = _retries_of(store, output) - retries_before
         absent = _absent_chunks.pop(job.run, 0)
         target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})
+        note_transfer(source.url, size.nbytes, time.perf_counter() - started)
     except BaseException as exc:
         target.discard()
         _absent_chunks.pop(job.run, None)

@@ -91,3 +91,35 @@ def aef_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("stores") / "aef.zarr"
     truth = write_aef_like_store(path, shape=(600, 560), seed=7)
     return path, truth
+
+
+@pytest.fixture(scope="session")
+def empty_mosaic():
+    """Writes a mosaic's metadata over a big grid with no chunk at all (all no data): a store
+    the size guard must stop before anything is read. Call it with (path, (rows, cols))."""
+    import numpy as np
+    import zarr
+
+    from embedding_change.core.grid import Grid
+    from embedding_change.core.synthetic import AEF_ATTRS, AEF_GSD, AEF_ORIGIN
+
+    def write(path, shape, years=range(2017, 2026)):
+        x0, y0 = AEF_ORIGIN
+        grid = Grid((AEF_GSD, 0.0, x0, 0.0, -AEF_GSD, y0), shape, "EPSG:4326")
+        attributes = {**AEF_ATTRS, **grid.spatial_attrs()}
+        root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attributes)
+        root.create_array(
+            "embeddings",
+            shape=(len(years), 64, *shape),
+            chunks=(1, 64, 256, 256),
+            dtype="int8",
+            fill_value=-128,
+            dimension_names=["time", "band", "y", "x"],
+        )
+        time = root.create_array(
+            "time", shape=(len(years),), dtype="int32", dimension_names=["time"]
+        )
+        time[:] = np.asarray(years, dtype="int32")
+        return path
+
+    return write

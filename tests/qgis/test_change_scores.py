@@ -96,6 +96,7 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
         "YEARS",
         "STORAGE_OPTIONS",
         "SCHEDULER",
+        "MAX_PIXELS",
         "LOAD",
         "OUTPUT",
     ]
@@ -107,7 +108,7 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
     assert parameter("METRIC").options() == list(kernels.METRICS) == list(METRICS)
     assert parameter("METHODS").defaultValue() == [0, 1]
     assert parameter("ROBUST_ZSCORE").defaultValue() is True
-    for name in ("STORAGE_OPTIONS", "SCHEDULER"):
+    for name in ("STORAGE_OPTIONS", "SCHEDULER", "MAX_PIXELS"):
         assert parameter(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert not algorithm.flags() & QgsProcessingAlgorithm.FlagNoThreading
     assert algorithm.flags() & QgsProcessingAlgorithm.FlagCanCancel

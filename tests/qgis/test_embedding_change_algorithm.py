@@ -8,6 +8,7 @@ import pytest
 from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
@@ -17,6 +18,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtTest import QTest
 
 from embedding_change.algorithms.embedding_change_algorithm import AEF_STORE, STORE_SETTINGS
+from embedding_change.core.run_size import DEFAULT_MAX_PIXELS
 from embedding_change.core.store import open_embedding_store
 
 from .conftest import store_extent
@@ -50,8 +52,11 @@ def test_store_readers_declare_the_same_store_parameters(provider, algorithm_id)
     options = parameters["STORAGE_OPTIONS"]
     assert options.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert options.flags() & QgsProcessingParameterDefinition.FlagOptional
+    limit = parameters["MAX_PIXELS"]
+    assert limit.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    assert limit.defaultValue() == DEFAULT_MAX_PIXELS == 50_000_000
     reference = definitions(STORE_READERS[0])
-    for name in ("STORE", "VARIABLE", "EXTENT", "STORAGE_OPTIONS"):
+    for name in ("STORE", "VARIABLE", "EXTENT", "STORAGE_OPTIONS", "MAX_PIXELS"):
         assert parameters[name].toVariantMap() == reference[name].toVariantMap()
 
 
@@ -116,3 +121,29 @@ def test_the_toolbar_dialog_starts_from_the_store_of_the_last_false_colour_run(
     remembered = remembered_parameters()
     assert remembered["STORE"] == str(path)
     assert remembered["VARIABLE"] == "embeddings"
+
+
+@pytest.mark.parametrize("algorithm_id", STORE_READERS)
+def test_an_extent_over_max_pixels_stops_with_its_size_and_the_ways_on(
+    provider, algorithm_id, aef_store, tmp_path
+):
+    import processing
+
+    path, _ = aef_store
+    parameters = {
+        "STORE": str(path),
+        "EXTENT": store_extent(open_embedding_store(path).grid.bbox),
+        "MAX_PIXELS": 100_000,
+        "OUTPUT": str(tmp_path / "out"),
+    }
+    with pytest.raises(QgsProcessingException) as raised:
+        processing.run(algorithm_id, parameters, feedback=QgsProcessingFeedback())
+
+    message = str(raised.value)
+    assert "560 x 600 = 0.3 Mpx" in message and "the limit is 0.1 Mpx" in message
+    assert "zoom in" in message and "MAX_PIXELS" in message
+    assert not (tmp_path / "out").exists()
+
+    feedback = QgsProcessingFeedback()
+    processing.run(algorithm_id, {**parameters, "MAX_PIXELS": 0}, feedback=feedback)  # no limit
+    assert "Estimate: 560 x 600 = 0.3 Mpx over 9 years and 64 bands" in feedback.textLog()

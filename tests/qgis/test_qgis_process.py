@@ -141,3 +141,24 @@ def test_qgis_process_reads_an_s3_url_with_credentials_from_the_aws_variables(
     )
     with xr.open_zarr(tmp_path / "cli.zarr", consolidated=None) as got:
         np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
+
+
+def test_qgis_process_stops_a_run_over_the_limit_with_one_clear_message(
+    qgis_process, tmp_path, empty_mosaic
+):
+    store = empty_mosaic(tmp_path / "big.zarr", (8192, 8192))
+    done = qgis_process(
+        "run",
+        "embeddingchange:changescores",
+        "--",
+        f"STORE={store}",
+        f"EXTENT={store_extent(open_embedding_store(store).grid.bbox)}",
+        f"OUTPUT={tmp_path / 'out.zarr'}",
+    )
+
+    text = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "The extent is too big to run here: 8,192 x 8,192 = 67.1 Mpx" in text
+    assert "zoom in" in text and "MAX_PIXELS" in text and "dask scheduler" in text
+    assert "Traceback" not in text
+    assert not (tmp_path / "out.zarr").exists()
