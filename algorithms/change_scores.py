@@ -64,7 +64,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             "MAD) over its years, so 3 or more stands out whatever the land cover.\n\n"
             "Years: empty for all, or a list such as 2018,2020-2023. Storage options: JSON "
             'for the store, e.g. {"endpoint_url": "http://127.0.0.1:9000"} for an '
-            "S3-compatible server; public s3:// buckets are read anonymously. Scheduler: a "
+            "S3-compatible server; public s3:// buckets are read anonymously. Credentials for "
+            "a private bucket: the AWS variables or profile, or an authentication "
+            "configuration (Basic: access key id and secret key), never the storage "
+            "options. Largest extent: a bigger one stops before reading. Scheduler: a "
             "dask.distributed address (tcp://host:8786), empty to use this computer.\n\n"
             "The output is a Zarr folder of scores(time, band, y, x); it loads as a group per "
             "score (LOO medoid z-score shown first), animated by the temporal controller from "
@@ -117,6 +120,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         self.require_dependencies()
         from ..core import compute_change_scores, kernels
+        from ..core.credentials import mask
         from ..core.errors import EmbeddingChangeError
         from ..core.failures import one_line_message
         from ..core.run_size import check_run_size, estimate_run
@@ -139,14 +143,14 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         self.make_output_parent(output)
         started = time.perf_counter()
         try:
-            feedback.pushInfo(f"Opening the store {store} …")
+            feedback.pushInfo(f"Opening the store {mask(store)} …")
             source = run_cancellable(
                 lambda: open_embedding_store(store, variable, options),
                 feedback.isCanceled,
             )
             bbox = self.store_bbox(parameters, context, source.grid.crs)
             feedback.pushInfo(
-                f"Store {source.url}: {len(source.times)} years, {len(source.bands)} bands, "
+                f"Store {mask(source.url)}: {len(source.times)} years, {len(source.bands)} bands, "
                 f"{source.grid.shape[1]} x {source.grid.shape[0]} pixels in "
                 f"{source.grid.crs or 'its own grid'}; extent there: {fmt_bbox(bbox)}"
             )
@@ -182,7 +186,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             raise
         except Exception as exc:  # the engine's errors, and anything it did not foresee
             if not isinstance(exc, EmbeddingChangeError):
-                feedback.pushDebugInfo(traceback.format_exc())
+                feedback.pushDebugInfo(mask(traceback.format_exc()))
             raise QgsProcessingException(one_line_message(exc)) from exc
         seconds = time.perf_counter() - started
         years_done = [int(y) for y in scores["time"].values]

@@ -1,6 +1,10 @@
 """What every algorithm of the provider shares, as QGIS's own QgisAlgorithm does for its tools,
 and the parameters of those that read an embedding store: STORE, VARIABLE, EXTENT and the
-advanced STORAGE_OPTIONS, declared, read and remembered here once."""
+advanced STORAGE_OPTIONS, AUTHCFG and MAX_PIXELS, declared, read and remembered here once.
+
+STORAGE_OPTIONS refuses secrets (they would be saved with the project, the model and the
+history, and Processing echoes its inputs to the log): credentials come from the AWS variables
+or profile, or from a QGIS authentication configuration (AUTHCFG; algorithms/store_access)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import qgis.core
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -23,6 +28,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.credentials import refuse_secrets
+from ..core.errors import ParameterError
 from ..core.run_size import DEFAULT_MAX_PIXELS
 from ..resources import ICON
 
@@ -48,6 +55,7 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
     EXTENT = "EXTENT"
     STORAGE_OPTIONS = "STORAGE_OPTIONS"
     MAX_PIXELS = "MAX_PIXELS"
+    AUTHCFG = "AUTHCFG"
 
     def createInstance(self):
         return type(self)()
@@ -82,9 +90,33 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
         """The advanced parameters saying how to reach the store (added by the caller, so each
         algorithm keeps its own order of advanced parameters)."""
         options = QgsProcessingParameterString(
-            self.STORAGE_OPTIONS, "Storage options (JSON)", multiLine=True, optional=True
+            self.STORAGE_OPTIONS,
+            "Storage options (JSON, no secrets: e.g. endpoint_url, anon, profile)",
+            multiLine=True,
+            optional=True,
         )
-        return [options]
+        return [options, authentication_parameter(self.AUTHCFG)]
+
+    def checkParameterValues(self, parameters, context):
+        """Refuse secrets in STORAGE_OPTIONS before the run starts (and before qgis_process
+        and the dialog echo the inputs into the log)."""
+        if self.STORAGE_OPTIONS in {p.name() for p in self.parameterDefinitions()}:
+            try:
+                self.read_storage_options(parameters, context)
+            except QgsProcessingException as exc:
+                return False, str(exc)
+        return super().checkParameterValues(parameters, context)
+
+    def read_storage_options(self, parameters, context) -> dict | None:
+        """STORAGE_OPTIONS as a dict (None when empty); secrets are refused."""
+        options = parse_storage_options(
+            self.parameterAsString(parameters, self.STORAGE_OPTIONS, context)
+        )
+        try:
+            refuse_secrets(options)
+        except ParameterError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        return options
 
     def add_advanced_parameters(self, parameters) -> None:
         for parameter in parameters:
@@ -112,15 +144,17 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
         return int(value) if value > 0 else None
 
     def read_store_choice(self, parameters, context) -> StoreChoice:
-        """STORE, VARIABLE and STORAGE_OPTIONS as the engine takes them; remembers the store
-        and variable for the next dialog."""
+        """STORE, VARIABLE, STORAGE_OPTIONS and AUTHCFG's credentials as the engine takes
+        them; remembers the store and variable for the next dialog."""
+        from .store_access import with_credentials
+
         store = self.parameterAsString(parameters, self.STORE, context).strip()
         if not store:
             raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
         variable = self.parameterAsString(parameters, self.VARIABLE, context).strip()
-        options = parse_storage_options(
-            self.parameterAsString(parameters, self.STORAGE_OPTIONS, context)
-        )
+        options = self.read_storage_options(parameters, context)
+        authcfg = self.parameterAsString(parameters, self.AUTHCFG, context).strip()
+        options = with_credentials(options, authcfg, store)
         remember_store(parameters)
         return StoreChoice(store, variable or "embeddings", options)
 
@@ -163,6 +197,16 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
             return
         with contextlib.suppress(OSError):
             Path(output).absolute().parent.mkdir(parents=True, exist_ok=True)
+
+
+def authentication_parameter(name: str) -> QgsProcessingParameterDefinition:
+    """A QGIS authentication configuration chooser (QgsProcessingParameterAuthConfig, QGIS
+    3.6+); a plain text field for its id where this QGIS lacks it."""
+    chooser = getattr(qgis.core, "QgsProcessingParameterAuthConfig", None)
+    description = "Authentication configuration (credentials for a private store)"
+    if chooser is not None:
+        return chooser(name, description, optional=True)
+    return QgsProcessingParameterString(name, description + ", its id", optional=True)
 
 
 REMEMBERED_STORE = (EmbeddingChangeAlgorithm.STORE, EmbeddingChangeAlgorithm.VARIABLE)

@@ -2,7 +2,14 @@
 
 
 class EmbeddingChangeError(Exception):
-    """Base class: anything the engine refuses, with a message for the analyst."""
+    """Base class: anything the engine refuses, with a message for the analyst.
+
+    The message is masked (core.credentials): no secret the engine has seen is ever shown."""
+
+    def __init__(self, *args):
+        from .credentials import mask
+
+        super().__init__(*(mask(a) if isinstance(a, str) else a for a in args))
 
 
 class StoreError(EmbeddingChangeError):

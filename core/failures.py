@@ -11,13 +11,18 @@ from __future__ import annotations
 import errno
 import re
 
+from .credentials import mask
 from .retry import RequestFailedError, exception_chain, transient_cause
 
 MIB = 2**20
 
 
 def plain_cause(exc: BaseException) -> str:
-    """The cause of a failed read or write in a few plain words."""
+    """The cause of a failed read or write in a few plain words, secrets masked."""
+    return mask(_plain_cause(exc))
+
+
+def _plain_cause(exc: BaseException) -> str:
     failed = _find(exc, RequestFailedError)
     if failed is not None:
         return failed.cause
@@ -41,7 +46,7 @@ def decode_cause(exc: BaseException) -> str:
         return plain_cause(exc)
     if transient_cause(exc) is not None or _has_code(exc, ("AccessDenied",)):
         return plain_cause(exc)
-    return f"damaged chunk (it does not decode: {type(exc).__name__}: {exc})"
+    return mask(f"damaged chunk (it does not decode: {type(exc).__name__}: {exc})")
 
 
 def failed_key(exc: BaseException) -> str | None:
@@ -103,8 +108,8 @@ def one_line_message(exc: BaseException) -> str:
     from .errors import EmbeddingChangeError
 
     if isinstance(exc, EmbeddingChangeError):
-        return str(exc)
-    text = " ".join(str(exc).split()) or "no details"
+        return mask(str(exc))
+    text = mask(" ".join(str(exc).split())) or "no details"
     if len(text) > 300:
         text = text[:300] + "..."
     return (

@@ -28,6 +28,7 @@ from dask.highlevelgraph import HighLevelGraph
 from . import kernels
 from .block_reads import mark_absent_years, read_block, read_error
 from .chunk_files import reused_buffer
+from .credentials import masked_log, public_options
 from .errors import EmbeddingChangeError, OutputError, ParameterError, StoreError
 from .failures import plain_cause
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_error
@@ -97,7 +98,7 @@ def compute_change_scores(
     max_pixels: a bigger window stops before reading (None: no limit; core.run_size).
     """
     started = time.perf_counter()
-    log = log or (lambda line: None)
+    log = masked_log(log)  # no secret reaches a log line (core.credentials)
     retry = retry or DEFAULT_POLICY
     methods = kernels.check_methods_and_metric(as_names(methods, "methods"), metric)
     if zarr_format not in (None, 2, 3):
@@ -255,6 +256,8 @@ def run_attributes(source, window, years, methods, metric, robust_zscore) -> dic
     return {
         "embedding_change:source": source.url,
         "embedding_change:variable": source.variable,
+        # how readers (the pixel profile) reach the source: endpoint, region, anon, no secret
+        "embedding_change:storage_options": public_options(source.storage_options),
         "embedding_change:window": {
             "row0": window.row0,
             "row1": window.row1,

@@ -16,6 +16,7 @@ import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
+from .credentials import StorageOptions, fsspec_options, remember_secrets
 from .errors import StoreError
 from .failures import plain_cause
 from .grid import Grid
@@ -80,9 +81,11 @@ def storage_options_for(url: str, storage_options: dict | None) -> dict:
     """Storage options with the defaults that make public buckets work out of the box.
 
     s3:// is anonymous unless credentials come in the options or the standard AWS variables;
-    an S3-compatible server's address comes as `endpoint_url` or AWS_ENDPOINT_URL.
+    an S3-compatible server's address comes as `endpoint_url` or AWS_ENDPOINT_URL. The
+    plugin's notes (core.credentials) stay out.
     """
-    options = dict(storage_options or {})
+    options = fsspec_options(storage_options)
+    remember_secrets(options)  # whatever store they are for, outputs too
     if url.startswith("s3://"):
         has_credentials = any(k in options for k in ("key", "secret", "token", "profile"))
         env_credentials = "AWS_ACCESS_KEY_ID" in os.environ or "AWS_PROFILE" in os.environ
@@ -122,7 +125,7 @@ def open_embedding_store(
 ) -> EmbeddingStore:
     """Open the cube and check it is (time, band, y, x) with a grid; errors say what to fix."""
     url = store_url(store)
-    options = dict(storage_options or {})
+    options = StorageOptions(storage_options or {})  # its repr masks secrets
     group = _open_group(url, options, retry)
     try:
         return _embedding_store(group, url, variable, options, retry)

@@ -1,6 +1,7 @@
 """Shared test set-up: the checkout imports as `embedding_change` whatever its folder is called."""
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,67 @@ def empty_mosaic():
         return path
 
     return write
+
+
+@dataclass(frozen=True)
+class PrivateBucket:
+    """A store in a bucket of an S3 server that checks credentials (signatures and policy)."""
+
+    endpoint: str
+    url: str  # s3:// URL of a small AEF-like store in it
+    key: str
+    secret: str
+    shape: tuple[int, int]
+    seed: int
+
+
+@pytest.fixture(scope="session")
+def private_s3():
+    """A second moto server on loopback that, once set up, requires credentials: requests must
+    be signed with the access key of its IAM user (moto's authentication, switched on through
+    its /moto-api/reset-auth); anonymous or wrongly signed ones get 403."""
+    import boto3
+    import s3fs
+
+    from embedding_change.core.synthetic import write_aef_like_store
+
+    executable = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    port = _free_port()
+    process = subprocess.Popen(
+        [executable, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        setup = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **setup)
+        iam.create_user(UserName="analyst")
+        allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        policy = {"Version": "2012-10-17", "Statement": [allow_all]}
+        iam.put_user_policy(UserName="analyst", PolicyName="all", PolicyDocument=json.dumps(policy))
+        created = iam.create_access_key(UserName="analyst")["AccessKey"]
+        key, secret = created["AccessKeyId"], created["SecretAccessKey"]
+        options = {"key": key, "secret": secret, "endpoint_url": endpoint}
+        s3fs.S3FileSystem(**options).mkdir("private")
+        shape, seed = (96, 112), 11
+        write_aef_like_store(
+            "s3://private/aef.zarr", shape=shape, seed=seed, storage_options=options
+        )
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(request, timeout=10)
+        yield PrivateBucket(endpoint, "s3://private/aef.zarr", key, secret, shape, seed)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

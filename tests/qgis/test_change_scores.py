@@ -95,6 +95,7 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
         "ROBUST_ZSCORE",
         "YEARS",
         "STORAGE_OPTIONS",
+        "AUTHCFG",
         "SCHEDULER",
         "MAX_PIXELS",
         "LOAD",
@@ -141,7 +142,18 @@ def test_scores_equal_the_engine_on_the_same_box_given_in_another_crs(
     np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
 
 
-def test_reads_a_store_from_the_local_s3_server(provider, s3_bucket, s3_storage_options, tmp_path):
+@pytest.fixture
+def aws_variables(s3_storage_options, monkeypatch):
+    """The local S3 server's credentials in the standard AWS variables (where they belong:
+    STORAGE_OPTIONS refuses secrets); yields the storage options left: the endpoint."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_storage_options["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_storage_options["secret"])
+    return {"endpoint_url": s3_storage_options["endpoint_url"]}
+
+
+def test_reads_a_store_from_the_local_s3_server(
+    provider, s3_bucket, s3_storage_options, aws_variables, tmp_path
+):
     from embedding_change.core.synthetic import write_aef_like_store
 
     url = f"{s3_bucket}/aef.zarr"
@@ -152,7 +164,7 @@ def test_reads_a_store_from_the_local_s3_server(provider, s3_bucket, s3_storage_
     result = run(
         {
             "STORE": url,
-            "STORAGE_OPTIONS": json.dumps(s3_storage_options),
+            "STORAGE_OPTIONS": json.dumps(aws_variables),
             "EXTENT": store_extent(bbox),
             "METHODS": [1],
             "METRIC": 2,
@@ -348,12 +360,12 @@ def test_output_in_a_new_folder_creates_the_folder(provider, aef_store, tmp_path
     assert_consolidated_in_a_format_gdal_reads(output)
 
 
-def test_unreachable_s3_store_says_what_to_check(provider, s3_storage_options, tmp_path):
+def test_unreachable_s3_store_says_what_to_check(provider, aws_variables, tmp_path):
     with pytest.raises(QgsProcessingException, match="s3://no-such-bucket/aef.zarr") as error:
         run(
             {
                 "STORE": "s3://no-such-bucket/aef.zarr",
-                "STORAGE_OPTIONS": json.dumps(s3_storage_options),
+                "STORAGE_OPTIONS": json.dumps(aws_variables),
                 "EXTENT": "-105.3,-105.2,40.0,40.1 [EPSG:4326]",
                 "OUTPUT": str(tmp_path / "out.zarr"),
             }
