@@ -71,6 +71,7 @@ class ChangeProfileAlgorithm(EmbeddingChangeAlgorithm):
         self.require_dependencies()
         from ..core.errors import EmbeddingChangeError
         from ..core.profile_report import change_profile
+        from .store_access import reach_recorded_store
 
         source = self.parameterAsFile(parameters, self.INPUT, context).strip()
         if not source:
@@ -90,6 +91,7 @@ class ChangeProfileAlgorithm(EmbeddingChangeAlgorithm):
                 point_crs=crs.toWkt() if crs.isValid() else None,
                 html_path=html_path,
                 csv_path=csv_path,
+                credentials=reach_recorded_store,  # the run's authentication configuration
             )
         except EmbeddingChangeError as exc:
             raise QgsProcessingException(str(exc)) from exc

@@ -9,10 +9,12 @@ in float64: the report's numbers, not the kernel's float32 ones (they agree to ~
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .credentials import mask
 from .errors import StoreError, WindowError
 from .quantisation import SIGNED_SQUARE
 from .scores_output import open_scores
@@ -82,8 +84,14 @@ def read_pixel_profile(
     point_crs: str | None = None,
     storage_options: dict | None = None,
     with_embeddings: bool = True,
+    credentials: Callable[[dict | None, str], dict | None] | None = None,
 ) -> PixelProfile:
-    """The profile of the output pixel under (x, y); `point_crs` None means the output's CRS."""
+    """The profile of the output pixel under (x, y); `point_crs` None means the output's CRS.
+
+    storage_options are for the embedding store; None: those the run recorded (endpoint,
+    region, anon; never secrets), passed through credentials(options, url) when given, so a
+    private store is reached the way the run reached it (the plugin adds back the secrets of
+    the authentication configuration the run used; AWS variables and profiles need nothing)."""
     output = open_scores(scores)
     grid = output.grid
     px, py = point_in_crs(x, y, point_crs, grid.crs)
@@ -105,8 +113,25 @@ def read_pixel_profile(
     if grid.crs:
         profile.lon_lat = point_in_crs(profile.x, profile.y, grid.crs, "EPSG:4326")
     if with_embeddings:
-        _add_embedding_distances(profile, output.attrs, storage_options)
+        try:
+            options = _source_options(output.attrs, storage_options, credentials, profile.source)
+        except Exception as exc:  # the front end's look-up of the credentials
+            profile.note = (
+                "The credentials for the embedding store were not found, only the scores are "
+                f"shown: {mask(exc)}"
+            )
+        else:
+            _add_embedding_distances(profile, output.attrs, options)
     return profile
+
+
+def _source_options(attrs: dict, storage_options, credentials, url):
+    if storage_options is not None:
+        return storage_options
+    recorded = attrs.get("embedding_change:storage_options") or None
+    if credentials is not None and url:
+        return credentials(recorded, url)
+    return recorded
 
 
 def _add_embedding_distances(profile: PixelProfile, attrs: dict, storage_options) -> None:

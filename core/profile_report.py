@@ -28,9 +28,18 @@ def change_profile(
     html_path=None,
     csv_path=None,
     storage_options: dict | None = None,
+    credentials=None,
 ) -> PixelProfile:
-    """Read the pixel under (x, y) and write its HTML report and CSV table (either may be None)."""
-    profile = read_pixel_profile(scores, x, y, point_crs=point_crs, storage_options=storage_options)
+    """Read the pixel under (x, y) and write its HTML report and CSV table (either may be None);
+    storage_options and credentials as for read_pixel_profile."""
+    profile = read_pixel_profile(
+        scores,
+        x,
+        y,
+        point_crs=point_crs,
+        storage_options=storage_options,
+        credentials=credentials,
+    )
     if csv_path:
         write_profile_csv(profile, csv_path)
     if html_path:

@@ -150,3 +150,48 @@ def test_a_pyramid_of_the_scores_leads_back_to_them(scored, tmp_path):
     profile = read_pixel_profile(tmp_path / "pyramid.zarr", x, y)
     assert profile.scores_url == str(folder / "z.zarr")
     assert (profile.row, profile.col) == (40, 50) and profile.distances is not None
+
+
+def test_a_private_remote_source_is_reached_the_way_the_run_reached_it(private_s3, tmp_path):
+    from embedding_change.core.credentials import AUTHCFG_NOTE
+
+    secrets = {"key": private_s3.key, "secret": private_s3.secret}
+    options = {"endpoint_url": private_s3.endpoint, **secrets, AUTHCFG_NOTE: "cfg0001"}
+    compute_change_scores(private_s3.url, tmp_path / "s.zarr", storage_options=options).close()
+    local = write_aef_like_store(
+        tmp_path / "same.zarr", shape=private_s3.shape, seed=private_s3.seed
+    )
+    x, y = centre(local, 40, 50)
+    asked = []
+
+    def credentials(recorded, url):  # what the plugin does with the configuration's id
+        asked.append((recorded, url))
+        return {**recorded, **secrets}
+
+    with xr.open_zarr(tmp_path / "s.zarr") as ds:
+        recorded = ds.attrs["embedding_change:storage_options"]
+    without = read_pixel_profile(tmp_path / "s.zarr", x, y)
+    profile = read_pixel_profile(tmp_path / "s.zarr", x, y, credentials=credentials)
+
+    assert recorded == {"endpoint_url": private_s3.endpoint, AUTHCFG_NOTE: "cfg0001"}
+    assert asked == [(recorded, private_s3.url)]
+    with xr.open_zarr(tmp_path / "same.zarr") as ds:
+        raw = ds["embeddings"].values[:, :, 40, 50].astype(np.float64)
+    np.testing.assert_allclose(profile.distances, reference_distances(raw), atol=1e-9)
+    assert profile.note is None
+    # The recorded endpoint alone: the server refuses the anonymous read, and the note says so.
+    assert without.distances is None and "permission denied" in without.note
+    assert private_s3.secret not in without.note
+
+
+def test_credentials_that_cannot_be_found_leave_the_scores_and_a_note(scored):
+    folder, truth = scored
+    x, y = centre(truth, 10, 10)
+
+    def missing(recorded, url):
+        raise LookupError("no configuration cfg0002 in this profile")
+
+    profile = read_pixel_profile(folder / "raw.zarr", x, y, credentials=missing)
+
+    assert profile.distances is None and "no configuration cfg0002" in profile.note
+    assert np.isfinite(profile.scores[LOO]).any()

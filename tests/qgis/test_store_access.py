@@ -175,3 +175,44 @@ def test_qgis_process_runs_with_an_auth_configuration_and_shows_no_secret(
     )
     with xr.open_zarr(tmp_path / "cli.zarr", consolidated=None) as got:
         np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
+
+
+def test_the_pixels_story_of_a_private_run_is_read_with_the_runs_configuration(
+    provider, private_s3, auth_config, same_store_on_disk, no_aws_variables, tmp_path
+):
+    import csv
+
+    import processing
+
+    from embedding_change.core.profile import read_pixel_profile
+    from embedding_change.gui.change_profile_dock import read_and_draw
+
+    parameters = private_run(private_s3, same_store_on_disk, tmp_path / "private.zarr")
+    run({**parameters, "AUTHCFG": auth_config})
+    compute_change_scores(
+        same_store_on_disk, tmp_path / "local.zarr", years=range(2017, 2022)
+    ).close()
+    grid = open_embedding_store(same_store_on_disk).grid
+    x, y = float(grid.x_coords(40, 41)[0]), float(grid.y_coords(30, 31)[0])
+    expected = read_pixel_profile(tmp_path / "local.zarr", x, y)
+
+    feedback = QgsProcessingFeedback()
+    processing.run(
+        "embeddingchange:changeprofile",
+        {
+            "INPUT": str(tmp_path / "private.zarr"),
+            "POINT": f"{x!r},{y!r} [EPSG:4326]",
+            "OUTPUT_HTML": str(tmp_path / "p.html"),
+            "OUTPUT_CSV": str(tmp_path / "p.csv"),
+        },
+        feedback=feedback,
+    )
+    dock_profile, _, _, _ = read_and_draw(None, str(tmp_path / "private.zarr"), x, y, None, 2019)
+
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    got = np.array([[float(r[f"distance_to_{year}"]) for year in expected.years] for r in rows])
+    np.testing.assert_allclose(got, expected.distances, atol=1e-6)  # the table has 6 decimals
+    np.testing.assert_allclose(dock_profile.distances, expected.distances, atol=1e-9)
+    assert dock_profile.note is None
+    assert private_s3.secret not in feedback.textLog() + (tmp_path / "p.html").read_text()
