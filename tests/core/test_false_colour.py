@@ -120,3 +120,69 @@ def test_bad_choices_say_what_to_fix(store, tmp_path):
     with pytest.raises(CancelledError):
         embedding_false_colour(path, tmp_path / "b", cancel=lambda: True)
     assert not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def wide_store(tmp_path_factory):
+    """6 x 6 tiles of 8 bands, 3 years: more tiles a side than the fit samples."""
+    path = tmp_path_factory.mktemp("rgb_wide") / "aef.zarr"
+    truth = write_aef_like_store(path, shape=(1536, 1536), years=range(2018, 2021), bands=8, seed=4)
+    with xr.open_zarr(path) as ds:
+        raw = ds["embeddings"].values
+    return path, truth, raw
+
+
+def chunk_reads(monkeypatch) -> list[str]:
+    """The embedding chunk keys zarr reads from local stores, one entry per read."""
+    from zarr.storage import LocalStore
+
+    reads, get = [], LocalStore.get
+
+    async def counting_get(self, key, prototype=None, byte_range=None):
+        if key.startswith("embeddings/c/"):
+            reads.append(key)
+        return await get(self, key, prototype, byte_range)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    return reads
+
+
+def test_every_tile_is_read_once_and_the_sampled_tiles_are_the_spread_ones(
+    wide_store, tmp_path, monkeypatch
+):
+    path, truth, raw = wide_store
+    a, _, c, _, e, f = truth.grid.transform
+    # cols 100..1500, rows 40..1400: 6 x 6 tiles, those at the edges cut
+    bbox = (c + 100 * a, f + 1400 * e, c + 1500 * a, f + 40 * e)
+    reads = chunk_reads(monkeypatch)
+
+    result = embedding_false_colour(path, tmp_path / "rgb", bbox=bbox)
+
+    tiles = [(t, r, k) for t in range(3) for r in range(6) for k in range(6)]
+    assert sorted(reads) == sorted(f"embeddings/c/{t}/0/{r}/{k}" for t, r, k in tiles)  # once
+    # no kept tile is left behind
+    assert sorted(p.name for p in (tmp_path / "rgb").iterdir()) == [
+        "2018.tif",
+        "2019.tif",
+        "2020.tif",
+    ]
+    # The fit's sample: tiles 0, 2, 3 and 5 of each side (linspace over 6), every 4th pixel of
+    # each from its own corner, all years, no data left out.
+    window = raw[:, :, 40:1400, 100:1500]
+    edges_y, edges_x = [0, 216, 472, 728, 984, 1240, 1360], [0, 156, 412, 668, 924, 1180, 1400]
+    parts = []
+    for t in range(3):
+        for i in (0, 2, 3, 5):
+            for j in (0, 2, 3, 5):
+                tile = window[t, :, edges_y[i] : edges_y[i + 1], edges_x[j] : edges_x[j + 1]]
+                parts.append(tile[:, ::4, ::4].reshape(8, -1).T)
+    sample = np.concatenate(parts)
+    sample = dequantised(sample[sample[:, 0] != -128])
+    np.testing.assert_allclose(result.mapping.mean, sample.mean(axis=0), rtol=1e-12)
+    for t, file in enumerate(result.files):
+        got = picture(file).reshape(3, -1).T.astype(float)
+        vectors = window[t].reshape(8, -1).T
+        valid = vectors[:, 0] != -128
+        expected = reference_colours(dequantised(vectors[valid]), result.mapping)
+        assert np.abs(got[valid] - expected).max() <= 1
+        assert (got[~valid] == 0).all()
