@@ -71,7 +71,7 @@ class ChangeProfileAlgorithm(EmbeddingChangeAlgorithm):
         self.require_dependencies()
         from ..core.errors import EmbeddingChangeError
         from ..core.profile_report import change_profile
-        from .store_access import reach_recorded_store
+        from .embedding_change_algorithm import reach_recorded_store
 
         source = self.parameterAsFile(parameters, self.INPUT, context).strip()
         if not source:

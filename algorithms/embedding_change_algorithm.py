@@ -4,7 +4,13 @@ advanced STORAGE_OPTIONS, AUTHCFG and MAX_PIXELS, declared, read and remembered 
 
 STORAGE_OPTIONS refuses secrets (they would be saved with the project, the model and the
 history, and Processing echoes its inputs to the log): credentials come from the AWS variables
-or profile, or from a QGIS authentication configuration (AUTHCFG; algorithms/store_access)."""
+or profile, or from a QGIS authentication configuration (AUTHCFG). Its secrets stay in QGIS's
+encrypted authentication database: they are read for the run only, passed to the engine (which
+masks them in any message) and never saved or logged; outputs record only the configuration's
+id (core.credentials.AUTHCFG_NOTE), so that reading them later (the pixel profile) finds the
+same credentials again. Methods: "Basic" (username = access key id, password = secret key;
+for http(s):// stores the server's user and password) and, from QGIS 3.28, "AWSS3" (username,
+password, region)."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 import qgis.core
 from qgis.core import (
     QgsApplication,
+    QgsAuthMethodConfig,
     QgsCoordinateReferenceSystem,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -28,7 +35,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.credentials import refuse_secrets
+from ..core.credentials import AUTHCFG_NOTE, fsspec_options, refuse_secrets
 from ..core.errors import ParameterError
 from ..core.run_size import DEFAULT_MAX_PIXELS
 from ..resources import ICON
@@ -146,8 +153,6 @@ class EmbeddingChangeAlgorithm(QgsProcessingAlgorithm):
     def read_store_choice(self, parameters, context) -> StoreChoice:
         """STORE, VARIABLE, STORAGE_OPTIONS and AUTHCFG's credentials as the engine takes
         them; remembers the store and variable for the next dialog."""
-        from .store_access import with_credentials
-
         store = self.parameterAsString(parameters, self.STORE, context).strip()
         if not store:
             raise QgsProcessingException("Give the embedding store's path or URL (STORE).")
@@ -265,3 +270,68 @@ def parse_storage_options(text: str | None) -> dict | None:
             f'Storage options must be a JSON object such as {{"anon": true}}, not {text!r}.'
         )
     return options
+
+
+# Credentials from a QGIS authentication configuration (AUTHCFG)
+
+SUPPORTED_METHODS = ("Basic", "AWSS3")
+
+
+def credentials_from_authcfg(authcfg: str, url: str) -> dict:
+    """Storage options with the configuration's credentials for the store at `url`."""
+    manager = QgsApplication.authManager()
+    if manager is None or manager.isDisabled():
+        raise QgsProcessingException(
+            "QGIS's authentication system is not available (its database could not be "
+            "opened), so the authentication configuration cannot be used. Give credentials "
+            "through the AWS variables or profile instead."
+        )
+    config = QgsAuthMethodConfig()
+    loaded = manager.loadAuthenticationConfig(authcfg, config, True)
+    if isinstance(loaded, tuple):
+        loaded, config = loaded
+    if not loaded or not config.id():
+        raise QgsProcessingException(
+            f"No authentication configuration {authcfg!r} in this QGIS profile (or its master "
+            "password was not given). Pick one in the AUTHCFG parameter, or create it in "
+            "Settings > Options > Authentication."
+        )
+    method = config.method()
+    if method not in SUPPORTED_METHODS:
+        raise QgsProcessingException(
+            f"The authentication configuration {config.name()!r} uses the method {method}; "
+            f"embedding stores take {' or '.join(SUPPORTED_METHODS)} (username = access key "
+            "id, password = secret key)."
+        )
+    user, password = config.config("username"), config.config("password")
+    if url.startswith(("http://", "https://")):
+        import aiohttp
+
+        options = {"client_kwargs": {"auth": aiohttp.BasicAuth(user, password)}}
+    else:
+        options = {"key": user, "secret": password}
+        region = config.config("region")
+        if region:
+            options["client_kwargs"] = {"region_name": region}
+    options[AUTHCFG_NOTE] = authcfg
+    return options
+
+
+def with_credentials(options: dict | None, authcfg: str | None, url: str) -> dict | None:
+    """`options` plus the configuration's credentials (its own keys win); None stays None."""
+    if not authcfg:
+        return options
+    credentials = credentials_from_authcfg(authcfg, url)
+    merged = {**credentials, **(options or {})}
+    client = {**credentials.get("client_kwargs", {}), **(options or {}).get("client_kwargs", {})}
+    if client:
+        merged["client_kwargs"] = client
+    return merged
+
+
+def reach_recorded_store(options: dict | None, url: str) -> dict | None:
+    """The options an output recorded for its source, with the credentials of the
+    authentication configuration it names (if any) added back, for this process only."""
+    if not options or AUTHCFG_NOTE not in options:
+        return options
+    return with_credentials(fsspec_options(options), options[AUTHCFG_NOTE], url)

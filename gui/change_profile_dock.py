@@ -24,7 +24,7 @@ HINT = "Click a pixel of a change scores layer on the map."
 def read_and_draw(task, store, x, y, crs_wkt, year, profile=None):
     """In the task's thread: the pixel's profile (read unless given), its plots as PNG bytes
     and the facts to show above them."""
-    from ..algorithms.store_access import reach_recorded_store
+    from ..algorithms.embedding_change_algorithm import reach_recorded_store
     from ..core.profile import read_pixel_profile
     from ..core.profile_report import figure_bytes, profile_figures, profile_summary
 

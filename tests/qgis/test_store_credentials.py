@@ -1,4 +1,4 @@
-"""algorithms/store_access.py and the store parameters' credentials: an authentication
+"""The store parameters' credentials (algorithms/embedding_change_algorithm.py): an authentication
 configuration of a real QgsAuthManager reaches a server that requires credentials; typed
 secrets are refused; no secret reaches the log or qgis_process's output."""
 
