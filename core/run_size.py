@@ -56,12 +56,15 @@ class RunEstimate:
         return by_pixels
 
     def describe(self) -> str:
-        basis = (
-            f"at the {self.link_rate / 1e6:,.1f} MB/s reached from this server so far"
-            if self.link_rate
-            else f"at ~{LOCAL_PIXEL_RATE / 1e6:g} Mpx/s"
-            + (" (no download from this server measured yet)" if self.remote else "")
-        )
+        if self.link_rate:
+            basis = f"at the {self.link_rate / 1e6:,.1f} MB/s reached from this server so far"
+        elif self.remote:  # the pixels alone would promise far too little (benchmarks/)
+            basis = (
+                f"of computing at ~{LOCAL_PIXEL_RATE / 1e6:g} Mpx/s, plus the download (no "
+                "download from this server measured yet)"
+            )
+        else:
+            basis = f"at ~{LOCAL_PIXEL_RATE / 1e6:g} Mpx/s"
         return (
             f"Estimate: {self.width:,} x {self.height:,} = {megapixels(self.pixels)} over "
             f"{self.years} years and {self.bands} bands, about {gigabytes(self.nbytes)} to read, "
