@@ -216,3 +216,32 @@ def test_the_pixels_story_of_a_private_run_is_read_with_the_runs_configuration(
     np.testing.assert_allclose(dock_profile.distances, expected.distances, atol=1e-9)
     assert dock_profile.note is None
     assert private_s3.secret not in feedback.textLog() + (tmp_path / "p.html").read_text()
+
+
+def test_false_colour_reaches_the_private_bucket_with_the_same_configuration(
+    provider, private_s3, auth_config, same_store_on_disk, no_aws_variables, tmp_path
+):
+    import processing
+    from osgeo import gdal
+
+    from embedding_change.core.false_colour import embedding_false_colour
+
+    feedback = QgsProcessingFeedback()
+    processing.run(
+        "embeddingchange:embeddingrgb",
+        {
+            "STORE": private_s3.url,
+            "STORAGE_OPTIONS": json.dumps({"endpoint_url": private_s3.endpoint}),
+            "AUTHCFG": auth_config,
+            "EXTENT": store_extent(open_embedding_store(same_store_on_disk).grid.bbox),
+            "YEARS": "2019-2020",
+            "OUTPUT": str(tmp_path / "rgb"),
+        },
+        feedback=feedback,
+    )
+
+    expected = embedding_false_colour(same_store_on_disk, tmp_path / "local", years=[2019, 2020])
+    for year, file in zip((2019, 2020), expected.files, strict=True):
+        got = gdal.Open(str(tmp_path / "rgb" / f"{year}.tif")).ReadAsArray()
+        np.testing.assert_array_equal(got, gdal.Open(file).ReadAsArray())
+    assert private_s3.secret not in feedback.textLog()
