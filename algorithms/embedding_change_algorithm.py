@@ -318,7 +318,7 @@ def credentials_from_authcfg(authcfg: str, url: str) -> dict:
 
 
 def with_credentials(options: dict | None, authcfg: str | None, url: str) -> dict | None:
-    """`options` plus the configuration's credentials (its own keys win); None stays None."""
+    """`options` plus the configuration's credentials (a key given in both: the typed one)."""
     if not authcfg:
         return options
     credentials = credentials_from_authcfg(authcfg, url)
