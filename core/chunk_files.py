@@ -106,8 +106,13 @@ def read_chunks(array: zarr.Array, years, block: PixelWindow, out: np.ndarray) -
     return True
 
 
-def write_chunks(array: zarr.Array, tile: np.ndarray, y0: int, x0: int) -> bool:
+def write_chunks(
+    array: zarr.Array, tile: np.ndarray, y0: int, x0: int, *, t0: int = 0, b0: int = 0
+) -> bool:
     """Write a one-chunk tile's chunks as plain files, as zarr stores them uncompressed.
+
+    The tile's (time, band) planes start at (t0, b0) of the array (a pyramid task writes a
+    few of them; the scores pipeline all).
 
     zarr writes each chunk to a temporary file and renames it; a run's folder stays hidden
     until complete, so plain writes are safe. Edge tiles are padded with NaN to the full
@@ -132,7 +137,7 @@ def write_chunks(array: zarr.Array, tile: np.ndarray, y0: int, x0: int) -> bool:
             if np.isnan(part).all():
                 continue
             padded[:h, :w] = part
-            path = folder / array.metadata.encode_chunk_key((t, b, y, x))
+            path = folder / array.metadata.encode_chunk_key((t0 + t, b0 + b, y, x))
             _make_folders_below(folder, path.parent)
             path.write_bytes(padded.data)
     return True

@@ -6,35 +6,36 @@
 The output group holds levels /0 (the source values at full resolution) to /N, each built
 from the level above (see pyramid_levels), and describes them with the zarr conventions
 "multiscales", "spatial" and "proj" (attributes made by zarr-cm), consolidated so that
-`xarray.open_datatree(path, engine="zarr")` reads it in one request. Levels are written in
-strips of tiles, so memory stays bounded whatever the size; the run writes into a hidden
-sibling folder and renames it at the end, so a failed or cancelled run leaves no output.
+`xarray.open_datatree(path, engine="zarr")` reads it in one request. Level 0 hard-links the
+source's chunk files where it can instead of copying them (pyramid_writes says when). Levels
+are written in windows of tiles, so memory stays bounded whatever the size; the run claims
+its output and writes into a hidden sibling folder renamed at the end (core.output), so a
+failed or cancelled run leaves no output, and failures name the chunk, its year and the cause.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-import dask
 import numpy as np
 import xarray as xr
 import zarr
 import zarr_cm
 
-from .errors import ParameterError
+from .errors import EmbeddingChangeError, ParameterError
 from .grid import Grid, spatial_reference
-from .output import OutputTarget, create_empty_cube, crs_attribute
+from .output import SCORES_COMPRESSORS, OutputTarget, create_empty_cube, crs_attribute
 from .pyramid_levels import (
     DEFAULT_RESAMPLING,
     RESAMPLING_METHODS,
-    halve,
     level_grid,
     level_shapes,
 )
-from .scheduling import run_tasks
+from .pyramid_writes import PyramidRun, can_link, level_writes, pyramid_bytes
+from .retry import DEFAULT_POLICY, RetryPolicy
+from .scheduling import retries_so_far, run_tasks
 from .store import EmbeddingStore, open_embedding_store, zarr_store
-
-BATCH_TILES = 64  # output tiles per write task: the unit of progress and cancel
 
 
 def build_multiscales(
@@ -50,6 +51,8 @@ def build_multiscales(
     scheduler=None,
     storage_options: dict | None = None,
     output_storage_options: dict | None = None,
+    log: Callable[[str], None] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> xr.DataTree:
     """Write the pyramid of `source`'s `variable` to the folder `output` and open it.
 
@@ -61,6 +64,9 @@ def build_multiscales(
     progress(f) gets the fraction of tiles written; cancel() returning True stops the run
     and removes its output. scheduler: None for local threads, a dask.distributed address or
     Client (levels are still built one after the other: each reads the one above).
+    log(line) gets what the analyst should know (level 0 linked or copied, retries, swept
+    leftovers); retry: how remote requests retry (core.retry.RetryPolicy). The returned
+    tree's attrs hold `embedding_change:level_seconds`, the time each level took.
     """
     if resampling not in RESAMPLING_METHODS:
         raise ParameterError(
@@ -70,28 +76,63 @@ def build_multiscales(
         raise ParameterError(f"The tile size must be at least 2 pixels, got {tile}.")
     if zarr_format not in (None, 2, 3):
         raise ParameterError(f"zarr_format must be 2, 3 or None, got {zarr_format!r}.")
-    store = open_embedding_store(source, variable, storage_options)
-    target = OutputTarget.prepare(output, output_storage_options)
+    log = log or (lambda line: None)
+    retry = retry or DEFAULT_POLICY
+    store = open_embedding_store(source, variable, storage_options, retry)
+    target = OutputTarget.prepare(output, output_storage_options, retry=retry, log=log)
+    urls = (store.url, target.final_url, target.url)
+    retries_before = retries_so_far(scheduler, urls)
     tile = int(tile)
     shapes = level_shapes(store.grid.shape, tile)
     grids = [level_grid(store.grid, level, shape) for level, shape in enumerate(shapes)]
     crs_wkt = _crs_wkt(store)
     dtype = np.result_type(store.dtype, np.float32)
+    planes = len(store.times) * len(store.bands)
+    run = PyramidRun(
+        store.url,
+        target.final_url,
+        tuple(int(t) for t in store.times),
+        pyramid_bytes(shapes, planes, tile, dtype.itemsize),
+    )
     try:
         for level, grid in enumerate(grids):
             _create_level(target, level, store, grid, crs_wkt, dtype, tile, zarr_format)
-        _fill_levels(target, store, shapes, resampling, tile, progress, cancel, scheduler)
+        output_store = zarr_store(target.url, target.storage_options, read_only=False, retry=retry)
+        level_0 = zarr.open_array(output_store, path=f"0/{store.variable}", mode="r")
+        link = can_link(store.array, level_0)
+        target.check_free(run.needed_bytes - (_level_bytes(shapes[0], planes, tile) if link else 0))
+        seconds = _fill_levels(
+            run, store, output_store, shapes, resampling, tile, link, progress, cancel, scheduler
+        )
         _write_group_attrs(target, grids, resampling, crs_wkt, store)
         target.finish()
-    except BaseException:
+    except BaseException as exc:
         target.discard()
-        raise
-    return xr.open_datatree(
+        if isinstance(exc, EmbeddingChangeError) or not isinstance(exc, Exception):
+            raise
+        raise EmbeddingChangeError(
+            f"Building the pyramid {target.final_url} failed: {type(exc).__name__}: {exc}. "
+            "Its output was removed; run again, and report this message if it repeats."
+        ) from exc
+    log(
+        "Level 0 shares the source's chunk files (hard links): nothing was copied."
+        if link
+        else "Level 0 is a copy of the source (remote, on another disk or in another layout, "
+        "its chunk files cannot be shared)."
+    )
+    retries = retries_so_far(scheduler, urls) - retries_before
+    if retries:
+        log(f"{retries} requests were retried after transient errors; the values are complete.")
+    tree = xr.open_datatree(
         target.final_url,
         engine="zarr",
         chunks={},
         storage_options=target.storage_options or None,
     )
+    tree.attrs["embedding_change:level_seconds"] = seconds
+    tree.attrs["embedding_change:level_0_linked"] = link
+    tree.attrs["embedding_change:retries"] = retries
+    return tree
 
 
 def _crs_wkt(store: EmbeddingStore) -> str | None:
@@ -126,77 +167,38 @@ def _create_level(target, level, store, grid: Grid, crs_wkt, dtype, tile, zarr_f
         chunk=tile,
         dtype=dtype,
         group=str(level),
+        compressors=SCORES_COMPRESSORS,
         extra_coords={"spatial_ref": spatial_ref},
     )
 
 
-def _fill_levels(target, store, shapes, resampling, tile, progress, cancel, scheduler):
-    """Copy the source into /0, then build each level from the one above, strip by strip."""
-    n_time, n_band = len(store.times), len(store.bands)
-    tiles = [n_time * n_band * -(-ny // tile) * -(-nx // tile) for ny, nx in shapes]
+def _fill_levels(
+    run, store, output_store, shapes, resampling, tile, link, progress, cancel, scheduler
+) -> list[float]:
+    """Link or copy the source into /0, then build each level from the one above; the seconds
+    each level took."""
+    planes = len(store.times) * len(store.bands)
+    tiles = [planes * -(-ny // tile) * -(-nx // tile) for ny, nx in shapes]
     total, done = sum(tiles), 0
     report = progress or (lambda fraction: None)
+    seconds = []
     for level in range(len(shapes)):
-        writes = _level_writes(target, store, level, resampling, tile)
+        started = time.perf_counter()
+        writes = level_writes(
+            run, store, output_store, store.variable, level, resampling, tile, link and level == 0
+        )
 
         def level_progress(fraction, before=done, level_tiles=tiles[level]):
             report((before + fraction * level_tiles) / total)
 
         run_tasks(writes, progress=level_progress, cancel=cancel, scheduler=scheduler)
         done += tiles[level]
+        seconds.append(round(time.perf_counter() - started, 3))
+    return seconds
 
 
-def _level_writes(target: OutputTarget, store: EmbeddingStore, level: int, resampling, tile):
-    """One delayed write per window of about BATCH_TILES output tiles of `level`.
-
-    Level 0 copies the source one source band chunk at a time (a chunk holding all bands is
-    read once); later levels read the level above, already written, twice the window's size.
-    """
-    output = zarr_store(target.url, target.storage_options, read_only=False)
-    destination = zarr.open_array(output, path=f"{level}/{store.variable}", mode="r+")
-    if level == 0:
-        source, band_step = store.array, store.chunks[1]
-        write = dask.delayed(copy_window, pure=True)
-        extra = (store.quantisation.nodata,)
-    else:
-        source = zarr.open_array(output, path=f"{level - 1}/{store.variable}", mode="r")
-        band_step = 1
-        write = dask.delayed(halve_window, pure=True)
-        extra = (resampling,)
-    n_time, n_band, ny, nx = destination.shape
-    tiles_x = min(-(-nx // tile), max(1, BATCH_TILES // band_step))
-    tiles_y = max(1, BATCH_TILES // (band_step * tiles_x))
-    return [
-        write(source, destination, window, *extra)
-        for t in range(n_time)
-        for b0 in range(0, n_band, band_step)
-        for r0 in range(0, ny, tile * tiles_y)
-        for c0 in range(0, nx, tile * tiles_x)
-        for window in [
-            (
-                slice(t, t + 1),
-                slice(b0, min(b0 + band_step, n_band)),
-                slice(r0, min(r0 + tile * tiles_y, ny)),
-                slice(c0, min(c0 + tile * tiles_x, nx)),
-            )
-        ]
-    ]
-
-
-def copy_window(source: zarr.Array, destination: zarr.Array, window, nodata) -> None:
-    """Level 0: the source values as floats; an integer source's no-data value becomes NaN."""
-    values = source[window]
-    floats = values.astype(np.result_type(values.dtype, np.float32))
-    if nodata is not None:
-        floats[values == nodata] = np.nan
-    destination[window] = floats
-
-
-def halve_window(above: zarr.Array, destination: zarr.Array, window, resampling) -> None:
-    """Level k+1 over `window` from the 2x larger window of level k."""
-    t, b, rows, cols = window
-    doubled = (t, b, slice(2 * rows.start, 2 * rows.stop), slice(2 * cols.start, 2 * cols.stop))
-    destination[window] = halve(above[doubled], resampling)
+def _level_bytes(shape, planes: int, tile: int) -> int:
+    return pyramid_bytes([shape], planes, tile)
 
 
 def _convention_attrs(spatial_attrs: dict, crs_wkt: str | None, multiscales=None) -> dict:
@@ -240,5 +242,5 @@ def _write_group_attrs(target: OutputTarget, grids: list[Grid], resampling, crs_
     attrs = _convention_attrs(grids[0].spatial_attrs(), crs_wkt, multiscales)
     attrs["embedding_change:source"] = store.url
     attrs["embedding_change:variable"] = store.variable
-    output = zarr_store(target.url, target.storage_options, read_only=False)
+    output = zarr_store(target.url, target.storage_options, read_only=False, retry=target.retry)
     zarr.open_group(output, mode="r+").attrs.update(attrs)

@@ -98,9 +98,12 @@ class OutputTarget:
 
     def check_space(self, planes: int, shape: tuple[int, int]) -> None:
         """Refuse at once a local output the disk cannot hold (all `planes` of full chunks)."""
+        self.check_free(planes * output_chunk_bytes(shape))
+
+    def check_free(self, needed: int) -> None:
+        """Refuse at once a local output the disk cannot hold (`needed` bytes)."""
         if is_remote(self.url):
             return
-        needed = planes * output_chunk_bytes(shape)
         free = shutil.disk_usage(Path(self.url).parent).free
         if free < needed:
             raise OutputError(

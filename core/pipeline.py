@@ -33,9 +33,9 @@ from .errors import EmbeddingChangeError, OutputError, ParameterError, StoreErro
 from .failures import plain_cause
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_error
 from .quantisation import SIGNED_SQUARE
-from .retry import DEFAULT_POLICY, RetryPolicy, retry_count
+from .retry import DEFAULT_POLICY, RetryPolicy
 from .run_size import DEFAULT_MAX_PIXELS, guard_run, note_transfer
-from .scheduling import run_cancellable, run_tasks, runs_locally
+from .scheduling import retries_so_far, run_cancellable, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
     cached_embedding_store,
@@ -106,7 +106,7 @@ def compute_change_scores(
     bbox = check_bbox(bbox)
     if not isinstance(robust_zscore, bool | np.bool_ | int):
         raise ParameterError(f"robust_zscore must be True or False, not {robust_zscore!r}.")
-    retries_before = _retries_of(store, output)
+    retries_before = _retries_of(store, output, scheduler)
     source = run_cancellable(
         lambda: open_embedding_store(store, variable, storage_options, retry), cancel
     )
@@ -152,7 +152,7 @@ def compute_change_scores(
             create = None
         writes = tile_writes(job, source, window, len(labels), target, create)
         run_tasks(writes, progress=progress, cancel=cancel, scheduler=scheduler)
-        retries = _retries_of(store, output) - retries_before
+        retries = _retries_of(store, output, scheduler) - retries_before
         absent = _absent_chunks.pop(job.run, 0)
         target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})
         note_transfer(source.url, size.nbytes, time.perf_counter() - started)
@@ -176,8 +176,9 @@ def compute_change_scores(
     return result
 
 
-def _retries_of(store, output) -> int:
-    return retry_count(store_url(store)) + retry_count(store_url(output))
+def _retries_of(store, output, scheduler) -> int:
+    """Retries so far for the run's input and output, on this machine and the cluster's."""
+    return retries_so_far(scheduler, (store_url(store), store_url(output)))
 
 
 def as_names(value, what: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ count as no data (NaN), like any NaN inside the array.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .grid import Grid
 
@@ -51,38 +52,61 @@ def halve(values: np.ndarray, method: str) -> np.ndarray:
     A block with no valid value gives NaN. "mean", "max" and "min" reduce the valid values;
     "second_max" keeps the second-largest valid value (the only one when just one is valid);
     "nearest" keeps the block's top-left value, or the first valid one in row order when
-    that one is NaN (so no-data edges do not eat into the coarse levels).
+    that one is NaN (so no-data edges do not eat into the coarse levels). Odd sizes: the
+    missing pixels of the last row or column of blocks count as NaN.
     """
     if method not in RESAMPLING_METHODS:
         raise ValueError(f"unknown resampling {method!r}")
     values = np.asarray(values)
-    dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float32)
+    if values.dtype.kind != "f":
+        values = values.astype(np.float32)
     *lead, ny, nx = values.shape
-    if ny % 2 or nx % 2 or values.dtype != dtype:
-        padded = np.full((*lead, ny + ny % 2, nx + nx % 2), np.nan, dtype=dtype)
-        padded[..., :ny, :nx] = values
-    else:
-        padded = values
-    # (..., y/2, 2, x/2, 2) -> (..., y/2, x/2, 4) with the block in row order.
-    half_y, half_x = padded.shape[-2] // 2, padded.shape[-1] // 2
-    blocks = padded.reshape(*lead, half_y, 2, half_x, 2)
-    blocks = np.moveaxis(blocks, -3, -2).reshape(*lead, half_y, half_x, 4)
-    valid = ~np.isnan(blocks)
-    count = valid.sum(axis=-1)
-    if method == "mean":
-        total = np.where(valid, blocks, 0).sum(axis=-1, dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result = total / count
-    elif method == "max":
-        result = np.fmax.reduce(blocks, axis=-1)
-    elif method == "min":
-        result = np.fmin.reduce(blocks, axis=-1)
-    elif method == "second_max":
-        # NaN sorts last: the valid values, ascending, then NaN; take the second-largest valid.
-        ordered = np.sort(blocks, axis=-1)
-        index = np.clip(count - 2, 0, 3)[..., np.newaxis]
-        result = np.take_along_axis(ordered, index, axis=-1)[..., 0]
-    else:
-        first = np.argmax(valid, axis=-1)[..., np.newaxis]
-        result = np.take_along_axis(blocks, first, axis=-1)[..., 0]
-    return np.where(count > 0, result, np.nan).astype(dtype)
+    planes = np.ascontiguousarray(values).reshape(-1, ny, nx)
+    out = np.empty((planes.shape[0], -(-ny // 2), -(-nx // 2)), values.dtype)
+    _halve_planes(planes, _METHOD_CODES[method], out)
+    return out.reshape(*lead, *out.shape[1:])
+
+
+_METHOD_CODES = {"second_max": 0, "mean": 1, "max": 2, "min": 3, "nearest": 4}
+
+
+@njit(cache=True, nogil=True)
+def _halve_planes(planes, method, out):  # pragma: no cover - compiled
+    """out[k, i, j] from planes[k, 2i:2i+2, 2j:2j+2]: one pass, no temporaries (numba)."""
+    n_planes, ny, nx = planes.shape
+    for k in range(n_planes):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                count = 0
+                first = np.nan
+                total = 0.0
+                largest = -np.inf
+                second = -np.inf
+                smallest = np.inf
+                for r in range(2 * i, min(2 * i + 2, ny)):
+                    for c in range(2 * j, min(2 * j + 2, nx)):
+                        v = planes[k, r, c]
+                        if np.isnan(v):
+                            continue
+                        if count == 0:
+                            first = v
+                        count += 1
+                        total += v
+                        if v > largest:
+                            second = largest
+                            largest = v
+                        elif v > second:
+                            second = v
+                        smallest = min(smallest, v)
+                if count == 0:
+                    out[k, i, j] = np.nan
+                elif method == 0:
+                    out[k, i, j] = second if count > 1 else largest
+                elif method == 1:
+                    out[k, i, j] = total / count
+                elif method == 2:
+                    out[k, i, j] = largest
+                elif method == 3:
+                    out[k, i, j] = smallest
+                else:
+                    out[k, i, j] = first

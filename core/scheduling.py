@@ -10,6 +10,7 @@ is discarded, so it cannot bring the discarded folder back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ import dask
 from dask.callbacks import Callback
 
 from .errors import CancelledError, ParameterError
+from .retry import retry_count
 
 POLL_SECONDS = 0.2
 GRACE_SECONDS = 2.0  # how long a cancelled or failed run waits for its running tasks
@@ -71,6 +73,24 @@ def run_cancellable(work: Callable, cancel: Callable[[], bool] | None = None):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def retries_so_far(scheduler, urls) -> int:
+    """Retries made so far for requests to `urls`: by this process and, on a dask.distributed
+    cluster, by its workers' processes (each process counts its own, core.retry), so a run's
+    log can say how many retries it took wherever its tasks ran."""
+    urls = sorted(set(urls))
+    total = sum(retry_count(url) for url in urls)
+    if runs_locally(scheduler):
+        return total
+    with _cluster_client(scheduler) as client:
+        counts = client.run(_retries_of_process, urls)
+    here = os.getpid()  # workers in this process (processes=False) count in `total` already
+    return total + sum(count for pid, count in counts.values() if pid != here)
+
+
+def _retries_of_process(urls) -> tuple[int, int]:
+    return os.getpid(), sum(retry_count(url) for url in urls)
 
 
 def runs_locally(scheduler) -> bool:
@@ -131,20 +151,31 @@ def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list
     return outcome["result"]
 
 
-def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
+@contextlib.contextmanager
+def _cluster_client(scheduler):
+    """The dask.distributed Client for `scheduler` (a Client, or an address it connects to)."""
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover - distributed is pinned in the lock
         raise ParameterError("A dask scheduler address needs the distributed package.") from exc
-    own_client = not isinstance(scheduler, Client)
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
     try:
-        client = Client(scheduler, set_as_default=False) if own_client else scheduler
+        client = Client(scheduler, set_as_default=False)
     except OSError as exc:
         raise ParameterError(
             f"Cannot reach the dask scheduler at {scheduler!r}: {exc}. Check the address "
             "(tcp://host:8786) or leave it empty to run on this machine."
         ) from exc
     try:
+        yield client
+    finally:
+        client.close()
+
+
+def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
+    with _cluster_client(scheduler) as client:
         futures = client.compute(tasks)
         while True:
             finished = sum(f.done() for f in futures)
@@ -158,6 +189,3 @@ def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
                 client.cancel(futures)
                 return client.gather(futures)
             time.sleep(POLL_SECONDS)
-    finally:
-        if own_client:
-            client.close()

@@ -12,6 +12,7 @@ import zarr_cm
 
 from embedding_change.core import (
     CancelledError,
+    EmbeddingChangeError,
     OutputError,
     ParameterError,
     StoreError,
@@ -23,7 +24,9 @@ TRANSFORM = (0.001, 0.0, -105.3, 0.0, -0.001, 40.1)
 MULTISCALES_UUID = "d35379db-88df-4056-af3a-620245f8e347"
 
 
-def write_scores_store(path, values, *, variable="scores", chunks=(1, 1, 8, 8), zarr_format=3):
+def write_scores_store(
+    path, values, *, variable="scores", chunks=(1, 1, 8, 8), zarr_format=3, compressors="auto"
+):
     """A scores-like store (time, band, y, x) with the spatial/proj attributes of the engine."""
     n_time, n_band, ny, nx = values.shape
     a, _, c, _, e, f = TRANSFORM
@@ -43,6 +46,8 @@ def write_scores_store(path, values, *, variable="scores", chunks=(1, 1, 8, 8), 
         },
     )
     encoding = {variable: {"chunks": chunks}}
+    if compressors != "auto":
+        encoding[variable]["compressors"] = compressors
     if values.dtype.kind == "f":
         encoding[variable]["fill_value"] = np.nan
     ds.to_zarr(path, encoding=encoding, zarr_format=zarr_format, consolidated=True)
@@ -233,6 +238,49 @@ def test_an_integer_source_becomes_float_with_its_no_data_as_nan(tmp_path):
     )
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_level_0_shares_the_chunk_files_of_a_scores_output_instead_of_copying(
+    tmp_path, zarr_format
+):
+    values = scores_with_nan_edges()
+    values[0, 1, 8:16, 16:24] = np.nan  # one chunk all NaN: absent in the source, and in level 0
+    path = write_scores_store(tmp_path / "scores.zarr", values, compressors=None)  # as Change
+    output = tmp_path / "pyramid.zarr"  # scores writes it: uncompressed, one band per chunk
+    lines = []
+    tree = build_multiscales(path, output, tile=8, zarr_format=zarr_format, log=lines.append)
+
+    assert tree.attrs["embedding_change:level_0_linked"]
+    assert any("Level 0 shares the source's chunk files" in line for line in lines)
+    source_chunk = path / "scores" / "c" / "1" / "0" / "2" / "3"
+    level_0 = zarr.open_array(output / "0" / "scores", mode="r")
+    linked = output / "0" / "scores" / level_0.metadata.encode_chunk_key((1, 0, 2, 3))
+    assert linked.stat().st_ino == source_chunk.stat().st_ino  # the same file, not a copy
+    assert not (output / "0" / "scores" / level_0.metadata.encode_chunk_key((0, 1, 1, 2))).exists()
+    np.testing.assert_array_equal(tree["0"].ds["scores"].values, values)
+    np.testing.assert_allclose(
+        tree["1"].ds["scores"].values, reference_halve(values, "second_max"), rtol=1e-6
+    )
+    tree.close()
+    import shutil
+
+    shutil.rmtree(path)  # the pyramid does not depend on the source staying where it was
+    reopened = xr.open_datatree(output, engine="zarr")
+    np.testing.assert_array_equal(reopened["0"].ds["scores"].values, values)
+    if zarr_format == 2:
+        gdal = pytest.importorskip("osgeo.gdal")
+        dataset = gdal.Open(f'ZARR:"{output}":/0/scores:1:0')
+        np.testing.assert_array_equal(dataset.ReadAsArray(), values[1, 0])
+
+
+def test_a_compressed_source_is_copied_into_level_0_and_says_so(source, tmp_path):
+    path, values = source
+    lines = []
+    tree = build_multiscales(path, tmp_path / "pyramid.zarr", tile=8, log=lines.append)
+    assert not tree.attrs["embedding_change:level_0_linked"]
+    assert any("Level 0 is a copy of the source" in line for line in lines)
+    np.testing.assert_array_equal(tree["0"].ds["scores"].values, values)
+
+
 def test_progress_rises_to_one(source, tmp_path):
     path, _ = source
     fractions = []
@@ -265,7 +313,7 @@ def test_a_failing_run_leaves_no_output(source, tmp_path):
         if fraction > 0.5:
             raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(EmbeddingChangeError, match="RuntimeError: disk full.*output was removed"):
         build_multiscales(path, tmp_path / "pyramid.zarr", tile=8, progress=failing_progress)
     assert list(tmp_path.iterdir()) == [path]
 
