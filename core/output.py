@@ -3,8 +3,8 @@
 A run writes into a hidden sibling (`.<name>.partial-<id>`) for local outputs and renames it
 into place only when every tile is written, so an output that exists is complete. Remote outputs
 cannot be renamed cheaply: they are written in place and deleted on failure or cancel.
-A local run first claims its output (core.output_claim), so a second run to the same output
-fails at once and the leftovers of killed runs are swept.
+A run first claims its output, local or remote (core.output_claim), so a second run to the
+same output fails at once and the leftovers of killed runs are swept.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .chunk_files import write_chunks
 from .errors import EmbeddingChangeError, OutputError
 from .failures import chunk_key, chunk_of_key, disk_full_words, failed_key, plain_cause
 from .grid import Grid
-from .output_claim import OutputClaim
+from .output_claim import OutputClaim, RemoteClaim
 from .retry import DEFAULT_POLICY, RetryPolicy, refuse_writes, writes_refused
 from .store import is_remote, storage_options_for, store_url, zarr_store
 
@@ -50,7 +50,7 @@ class OutputTarget:
     url: str
     storage_options: dict
     retry: RetryPolicy = DEFAULT_POLICY
-    claim: OutputClaim | None = None
+    claim: OutputClaim | RemoteClaim | None = None
 
     @classmethod
     def prepare(
@@ -63,17 +63,23 @@ class OutputTarget:
     ) -> OutputTarget:
         """Refuse an existing or unwritable output; claim it and pick the working location."""
         final = store_url(output)
+        log = log or (lambda line: None)
         if is_remote(final):
             options = storage_options_for(final, storage_options)
+            claim = RemoteClaim.take(final, options, log, retry=retry)
             try:  # through core.retry: a flaky server must not fail the check
                 exists = not sync(zarr_store(final, storage_options, retry=retry).is_empty(""))
             except Exception as exc:
+                if claim is not None:
+                    claim.release()
                 raise OutputError(f"Cannot reach the output {final}: {plain_cause(exc)}.") from exc
             if exists:
+                if claim is not None:
+                    claim.release()
                 raise OutputError(
                     f"The output {final} already exists; choose a new name or delete it first."
                 )
-            return cls(final, final, options, retry)
+            return cls(final, final, options, retry, claim)
         path = Path(final)
         if path.exists():
             raise OutputError(
@@ -87,7 +93,7 @@ class OutputTarget:
                 f"The output folder {parent} is not writable; choose a folder you can write to."
             )
         partial = parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-        claim = OutputClaim.take(path, partial, log or (lambda line: None))
+        claim = OutputClaim.take(path, partial, log)
         if path.exists():  # finished by another run between the first check and the claim
             claim.release()
             raise OutputError(
@@ -115,6 +121,8 @@ class OutputTarget:
         """Record `attrs`, consolidate the metadata (one read opens the store) and show the
         store under its final name."""
         try:
+            if isinstance(self.claim, RemoteClaim):
+                self.claim.check_held()
             if attrs:
                 group = zarr.open_group(
                     zarr_store(self.url, self.storage_options, read_only=False, retry=self.retry)
@@ -139,7 +147,9 @@ class OutputTarget:
         """Remove whatever the run wrote and refuse the late writes of tasks still running."""
         refuse_writes(self.url)
         try:
-            if is_remote(self.url):
+            if isinstance(self.claim, RemoteClaim) and self.claim.lost:
+                pass  # another run holds the output now: what is there is not ours to remove
+            elif is_remote(self.url):
                 fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
                 if fs.exists(path):
                     fs.rm(path, recursive=True)
