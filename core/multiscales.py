@@ -185,8 +185,9 @@ def _fill_levels(
     for level in range(len(shapes)):
         started = time.perf_counter()
         writes = level_writes(
-            run, store, output_store, store.variable, level, resampling, tile, link and level == 0
-        )
+            run, store, output_store, store.variable, level, resampling, tile,
+            link=link and level == 0, link_above=link,
+        )  # fmt: skip
 
         def level_progress(fraction, before=done, level_tiles=tiles[level]):
             report((before + fraction * level_tiles) / total)

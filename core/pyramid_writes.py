@@ -51,12 +51,14 @@ class PyramidRun:
     needed_bytes: int  # the whole pyramid's chunks: "about N MiB needed" on a full disk
 
 
-def level_writes(run: PyramidRun, source, output_store, variable, level, resampling, tile, link):
+def level_writes(
+    run: PyramidRun, source, output_store, variable, level, resampling, tile, link, link_above
+):
     """One delayed task per window of about BATCH_TILES output tiles of `level`.
 
     Level 0 links (`link`) or copies the source, one source band chunk at a time (a chunk
     holding all bands is read once); later levels read the level above, already written,
-    twice the window's size.
+    twice the window's size (`link_above`: level 0 was linked).
     """
     destination = zarr.open_array(output_store, path=f"{level}/{variable}", mode="r+")
     if level == 0:
@@ -67,7 +69,8 @@ def level_writes(run: PyramidRun, source, output_store, variable, level, resampl
         band_step = 1
         task = halve_window
         above = zarr.open_array(output_store, path=f"{level - 1}/{variable}", mode="r")
-        extra = (resampling,)
+        # Level 1 of a linked level 0 reads the source's own files: its failures are the source's.
+        extra = (resampling, source.array if level == 1 and link_above else None)
     task = dask.delayed(task, pure=True)
     n_time, n_band, ny, nx = destination.shape
     tiles_x = min(-(-nx // tile), max(1, BATCH_TILES // band_step))
@@ -145,11 +148,20 @@ def copy_window(run: PyramidRun, source: zarr.Array, destination: zarr.Array, wi
     write_window(run, destination, window, floats)
 
 
-def halve_window(run: PyramidRun, above: zarr.Array, destination: zarr.Array, window, resampling):
-    """Level k+1 over `window` from the 2x larger window of level k."""
+def halve_window(
+    run: PyramidRun, above: zarr.Array, destination: zarr.Array, window, resampling, origin=None
+):
+    """Level k+1 over `window` from the 2x larger window of level k. `origin`: the source
+    array whose chunk files level k shares (a linked level 0), named in read errors."""
     t, b, rows, cols = window
     doubled = (t, b, slice(2 * rows.start, 2 * rows.stop), slice(2 * cols.start, 2 * cols.stop))
-    values = read_window(run, above, doubled, level=int(destination.path.split("/")[0]) - 1)
+    try:
+        values = above[doubled]
+    except Exception as exc:
+        if origin is not None:
+            raise read_error(run, origin, doubled, exc, level=None) from exc
+        level = int(destination.path.split("/")[0]) - 1
+        raise read_error(run, above, doubled, exc, level) from exc
     write_window(run, destination, window, halve(values, resampling))
 
 

@@ -676,3 +676,266 @@ def test_cancel_while_the_open_hangs_returns_within_5_s(
     assert time.monotonic() - began[0] < 1.0 + 5
     assert proxy.hits() >= 1
     assert leftovers(tmp_path) == []
+
+
+# --- the pyramid (Build multiscale pyramid) under the same faults ---------------------------
+
+SCORE_CHUNKS = r"/scores\.zarr/scores/c/"  # the source scores' data chunks
+
+
+def write_scores_like(url, values, storage_options=None, compressors="auto"):
+    """A scores output's layout: (time, band, y, x) float32, one band per 32 x 32 chunk."""
+    import xarray as xr
+
+    n_time, n_band, ny, nx = values.shape
+    ds = xr.Dataset(
+        {"scores": (("time", "band", "y", "x"), values)},
+        coords={
+            "time": ("time", np.arange(2018, 2018 + n_time, dtype=np.int32)),
+            "band": ("band", np.array([f"score_{i}" for i in range(n_band)], dtype=object)),
+            "y": ("y", 40.0 - 0.001 * (np.arange(ny) + 0.5)),
+            "x": ("x", -105.0 + 0.001 * (np.arange(nx) + 0.5)),
+        },
+        attrs={
+            "proj:code": "EPSG:4326",
+            "spatial:transform": [0.001, 0.0, -105.0, 0.0, -0.001, 40.0],
+            "spatial:shape": [ny, nx],
+        },
+    )
+    encoding = {"scores": {"chunks": (1, 1, 32, 32), "fill_value": np.nan}}
+    if compressors != "auto":
+        encoding["scores"]["compressors"] = compressors
+    ds.to_zarr(url, encoding=encoding, zarr_format=3, storage_options=storage_options)
+    return url
+
+
+def scores_values(seed=11, shape=(3, 2, 96, 80)):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=shape).astype(np.float32)
+    values[..., :3, :] = np.nan
+    return values
+
+
+def pyramid_levels(tree) -> list[np.ndarray]:
+    return [tree[str(k)].ds["scores"].values for k in range(len(tree.children))]
+
+
+@pytest.fixture(scope="module")
+def remote_scores(s3_server, s3_storage_options, tmp_path_factory):
+    """A scores store on the S3 server and its fault-free pyramid (tile 16), built locally."""
+    import s3fs
+
+    from embedding_change.core import build_multiscales
+
+    fs = s3fs.S3FileSystem(**s3_storage_options)
+    if not fs.exists("faults"):
+        fs.mkdir("faults")
+    url = "s3://faults/scores.zarr"
+    if fs.exists(url):
+        fs.rm(url, recursive=True)
+    values = scores_values()
+    write_scores_like(url, values, s3_storage_options)
+    local = write_scores_like(tmp_path_factory.mktemp("scores") / "scores.zarr", values)
+    tree = build_multiscales(local, local.parent / "pyramid.zarr", tile=16)
+    return url, pyramid_levels(tree)
+
+
+def build_remote_pyramid(remote_scores, proxy, s3_storage_options, output, **options):
+    from embedding_change.core import build_multiscales
+
+    url, _ = remote_scores
+    lines = []
+    output_options = through(proxy, s3_storage_options) if "://" in str(output) else None
+    tree = build_multiscales(
+        url,
+        output,
+        tile=16,
+        storage_options=through(proxy, s3_storage_options),
+        output_storage_options=output_options,
+        retry=FAST,
+        log=lines.append,
+        **options,
+    )
+    return tree, lines
+
+
+def test_pyramid_retries_transient_source_faults_and_gives_the_fault_free_levels(
+    remote_scores, proxy, s3_storage_options, tmp_path
+):
+    proxy.add(Rule("status", "GET", SCORE_CHUNKS, status=503, every=3))
+    tree, lines = build_remote_pyramid(
+        remote_scores, proxy, s3_storage_options, tmp_path / "pyramid.zarr"
+    )
+    assert proxy.hits() > 0
+    for level, expected in zip(pyramid_levels(tree), remote_scores[1], strict=True):
+        np.testing.assert_array_equal(level, expected)
+    retries = tree.attrs["embedding_change:retries"]
+    assert retries >= proxy.hits()
+    assert any(f"{retries} requests were retried" in line for line in lines), lines
+    assert any("Level 0 is a copy of the source" in line for line in lines)
+
+
+def test_pyramid_403_on_source_chunks_is_permission_denied_naming_the_chunk_and_year(
+    remote_scores, proxy, s3_storage_options, tmp_path
+):
+    proxy.add(Rule("status", "GET", SCORE_CHUNKS, status=403))
+    with pytest.raises(StoreError) as error:
+        build_remote_pyramid(remote_scores, proxy, s3_storage_options, tmp_path / "pyramid.zarr")
+    message = str(error.value)
+    assert "Could not read s3://faults/scores.zarr, chunk scores/c/" in message
+    assert "(year 20" in message and "permission denied" in message and "credentials" in message
+    assert leftovers(tmp_path) == []
+
+
+def test_pyramid_persistent_500_on_a_level_is_an_output_error_and_the_prefix_is_removed(
+    remote_scores, proxy, s3_storage_options, s3_bucket
+):
+    import s3fs
+
+    proxy.add(Rule("status", "PUT", r"/pyramid\.zarr/1/scores/c/", status=500))
+    output = f"{s3_bucket}/pyramid.zarr"
+    with pytest.raises(OutputError) as error:
+        build_remote_pyramid(remote_scores, proxy, s3_storage_options, output)
+    message = str(error.value)
+    assert f"Could not write {output}, chunk 1/scores/c/" in message
+    assert "(year 20" in message and "HTTP 500" in message
+    assert "partial output was removed" in message
+    time.sleep(0.5)
+    fs = s3fs.S3FileSystem(**s3_storage_options)
+    fs.invalidate_cache()
+    assert fs.ls(s3_bucket) == []  # the levels and the claim
+
+
+def test_pyramid_hung_server_fails_in_bounded_time(
+    remote_scores, proxy, s3_storage_options, tmp_path
+):
+    proxy.add(Rule("hang", "GET", SCORE_CHUNKS))
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"chunk scores/c/.*stopped answering"):
+        build_remote_pyramid(remote_scores, proxy, s3_storage_options, tmp_path / "pyramid.zarr")
+    assert time.monotonic() - started < 4 * FAST.budget
+    assert leftovers(tmp_path) == []
+
+
+def test_pyramid_second_run_to_a_remote_output_fails_at_once(
+    remote_scores, proxy, s3_storage_options, s3_bucket
+):
+    output = f"{s3_bucket}/pyramid.zarr"
+    release, started = threading.Event(), threading.Event()
+    results = {}
+
+    def hold(fraction):
+        started.set()
+        release.wait(30)
+
+    thread = threading.Thread(
+        target=lambda: results.update(
+            first=build_remote_pyramid(
+                remote_scores, proxy, s3_storage_options, output, progress=hold
+            )
+        )
+    )
+    thread.start()
+    assert started.wait(60)
+    began = time.monotonic()
+    with pytest.raises(OutputError, match=f"Another run .* is writing {output}"):
+        build_remote_pyramid(remote_scores, proxy, s3_storage_options, output)
+    assert time.monotonic() - began < 5
+    release.set()
+    thread.join(60)
+    tree, _ = results["first"]
+    for level, expected in zip(pyramid_levels(tree), remote_scores[1], strict=True):
+        np.testing.assert_array_equal(level, expected)
+
+
+@pytest.mark.parametrize("linked", [True, False], ids=["linked_level_0", "copied_level_0"])
+def test_pyramid_damaged_source_chunk_is_a_store_error_naming_the_chunk_and_year(tmp_path, linked):
+    from embedding_change.core import build_multiscales
+
+    source = tmp_path / "in" / "scores.zarr"
+    source.parent.mkdir()
+    # uncompressed (as Change scores writes): level 0 links it and level 1 meets the damage
+    write_scores_like(source, scores_values(), compressors=None if linked else "auto")
+    (source / "scores" / "c" / "1" / "0" / "1" / "0").write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 99)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(StoreError) as error:
+        build_multiscales(source, out / "pyramid.zarr", tile=32)
+    message = str(error.value)
+    assert f"Could not read {source}, chunk scores/c/1/0/1/0 (year 2019): damaged chunk" in message
+    assert leftovers(out) == []
+
+
+def test_pyramid_disk_filling_mid_build_is_an_output_error_naming_the_chunk(tmp_path, tiny_disk):
+    from embedding_change.core import build_multiscales
+
+    source = write_scores_like(tmp_path / "scores.zarr", scores_values(shape=(3, 2, 512, 512)))
+    disk = tiny_disk(16)  # levels 0..4 at tile 32: about 8 MiB; another program takes the rest
+    filled = []
+
+    def fill_the_disk(fraction):
+        if not filled:
+            filled.append(1)
+            with open(disk / "filler", "wb", buffering=0) as file:
+                try:
+                    while True:
+                        file.write(b"\0" * 2**16)
+                except OSError:
+                    pass
+
+    (disk / "out").mkdir()
+    with pytest.raises(OutputError) as error:
+        build_multiscales(source, disk / "out" / "pyramid.zarr", tile=32, progress=fill_the_disk)
+    message = str(error.value)
+    assert str(disk / "out" / "pyramid.zarr") in message
+    assert "disk full: 0 MiB free, about 8 MiB needed" in message
+    assert "chunk 0/scores/c/" in message and "(year 20" in message
+    assert leftovers(disk / "out") == []
+
+
+def test_pyramid_second_local_run_fails_at_once(tmp_path):
+    from embedding_change.core import build_multiscales
+
+    source = write_scores_like(tmp_path / "scores.zarr", scores_values())
+    release, started = threading.Event(), threading.Event()
+
+    def hold(fraction):
+        started.set()
+        release.wait(30)
+
+    thread = threading.Thread(
+        target=build_multiscales,
+        args=(source, tmp_path / "pyramid.zarr"),
+        kwargs={"tile": 16, "progress": hold},
+    )
+    thread.start()
+    assert started.wait(60)
+    with pytest.raises(OutputError, match="Another run .* is writing .*pyramid.zarr"):
+        build_multiscales(source, tmp_path / "pyramid.zarr", tile=16)
+    release.set()
+    thread.join(60)
+    assert leftovers(tmp_path) == ["pyramid.zarr", "scores.zarr"]
+
+
+# --- a dask cluster: its workers' retries count in the run's total ----------------------
+
+
+def test_retries_on_dask_cluster_workers_are_counted_and_logged(
+    remote_store, proxy, s3_storage_options, tmp_path
+):
+    from distributed import Client, LocalCluster
+
+    rule = Rule("status", "GET", CHUNKS, status=503, every=3)
+    proxy.add(rule)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        ds, lines = run_remote(
+            remote_store, proxy, s3_storage_options, tmp_path / "out.zarr", scheduler=client
+        )
+    np.testing.assert_array_equal(ds.scores.values, remote_store[1])
+    retries = ds.attrs["embedding_change:retries"]
+    # Data chunks are read only on the workers (other processes): each 503 there is a retry.
+    assert rule.hits > 0 and retries >= rule.hits
+    assert any(f"{retries} requests were retried" in line for line in lines), lines
