@@ -57,6 +57,9 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
             "No-data pixels are ignored; a block with no data stays no data.\n\n"
             "Input: a scores Zarr folder, or a loaded score layer or group (its store is "
             "used).\n\n"
+            "Level 0 shares the scores' own files where it can (hard links: no copy, no extra "
+            "disk space, and the pyramid still opens if the scores are moved or deleted); on "
+            "another disk or a remote store it is a copy.\n\n"
             "The pyramid follows the Zarr conventions multiscales, spatial and proj, so other "
             "tools (xarray.open_datatree, web viewers) read it too. It loads here like the "
             "scores, a group per score with a layer per year on the temporal controller, and "
@@ -114,6 +117,7 @@ class BuildMultiscalesAlgorithm(EmbeddingChangeAlgorithm):
                 zarr_format=zarr_format_for_layers(),
                 progress=lambda fraction: feedback.setProgress(100 * fraction),
                 cancel=feedback.isCanceled,
+                log=feedback.pushInfo,
             )
         except QgsProcessingException:
             raise

@@ -66,7 +66,8 @@ def build_multiscales(
     Client (levels are still built one after the other: each reads the one above).
     log(line) gets what the analyst should know (level 0 linked or copied, retries, swept
     leftovers); retry: how remote requests retry (core.retry.RetryPolicy). The returned
-    tree's attrs hold `embedding_change:level_seconds`, the time each level took.
+    tree's attrs hold `embedding_change:level_seconds` (and `level_cpu_seconds`), the time
+    each level took.
     """
     if resampling not in RESAMPLING_METHODS:
         raise ParameterError(
@@ -101,7 +102,7 @@ def build_multiscales(
         level_0 = zarr.open_array(output_store, path=f"0/{store.variable}", mode="r")
         link = can_link(store.array, level_0)
         target.check_free(run.needed_bytes - (_level_bytes(shapes[0], planes, tile) if link else 0))
-        seconds = _fill_levels(
+        seconds, cpu = _fill_levels(
             run, store, output_store, shapes, resampling, tile, link, progress, cancel, scheduler
         )
         _write_group_attrs(target, grids, resampling, crs_wkt, store)
@@ -130,6 +131,7 @@ def build_multiscales(
         storage_options=target.storage_options or None,
     )
     tree.attrs["embedding_change:level_seconds"] = seconds
+    tree.attrs["embedding_change:level_cpu_seconds"] = cpu  # this process's threads
     tree.attrs["embedding_change:level_0_linked"] = link
     tree.attrs["embedding_change:retries"] = retries
     return tree
@@ -176,14 +178,14 @@ def _fill_levels(
     run, store, output_store, shapes, resampling, tile, link, progress, cancel, scheduler
 ) -> list[float]:
     """Link or copy the source into /0, then build each level from the one above; the seconds
-    each level took."""
+    each level took, and the CPU seconds of this process meanwhile."""
     planes = len(store.times) * len(store.bands)
     tiles = [planes * -(-ny // tile) * -(-nx // tile) for ny, nx in shapes]
     total, done = sum(tiles), 0
     report = progress or (lambda fraction: None)
-    seconds = []
+    seconds, cpu = [], []
     for level in range(len(shapes)):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         writes = level_writes(
             run, store, output_store, store.variable, level, resampling, tile,
             link=link and level == 0, link_above=link,
@@ -195,7 +197,8 @@ def _fill_levels(
         run_tasks(writes, progress=level_progress, cancel=cancel, scheduler=scheduler)
         done += tiles[level]
         seconds.append(round(time.perf_counter() - started, 3))
-    return seconds
+        cpu.append(round(time.process_time() - cpu_started, 3))
+    return seconds, cpu
 
 
 def _level_bytes(shape, planes: int, tile: int) -> int:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask
 import numpy as np
 import zarr
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from zarr.storage import LocalStore
 
 from .chunk_files import chunk_codec, write_chunks
@@ -71,12 +73,25 @@ def level_writes(
         above = zarr.open_array(output_store, path=f"{level - 1}/{variable}", mode="r")
         # Level 1 of a linked level 0 reads the source's own files: its failures are the source's.
         extra = (resampling, source.array if level == 1 and link_above else None)
-    task = dask.delayed(task, pure=True)
     n_time, n_band, ny, nx = destination.shape
     tiles_x = min(-(-nx // tile), max(1, BATCH_TILES // band_step))
     tiles_y = max(1, BATCH_TILES // (band_step * tiles_x))
+    windows = _windows(destination.shape, band_step, tile, tiles_y, tiles_x)
+    # A plain graph: dask.delayed walked (and hashed) the zarr arrays of every task's
+    # arguments, a fifth of a whole build.
+    name = f"pyramid-level-{level}-{uuid.uuid4().hex}"
+    graph = {
+        (name, i): (task, run, above, destination, window, *extra)
+        for i, window in enumerate(windows)
+    }
+    layers = HighLevelGraph.from_collections(name, graph, dependencies=())
+    return [Delayed(key, layers, layer=name) for key in graph]
+
+
+def _windows(shape, band_step: int, tile: int, tiles_y: int, tiles_x: int):
+    n_time, n_band, ny, nx = shape
     return [
-        task(run, above, destination, window, *extra)
+        window
         for t in range(n_time)
         for b0 in range(0, n_band, band_step)
         for r0 in range(0, ny, tile * tiles_y)
@@ -127,7 +142,10 @@ def link_window(run: PyramidRun, source: zarr.Array, destination: zarr.Array, wi
             if writes_refused(_run_url(destination)) or not folder_to.is_dir():
                 raise OutputError(f"The run writing {run.output_url} was discarded.")
             path_to.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path_from, path_to)
+            try:
+                os.link(path_from, path_to)
+            except PermissionError:  # e.g. protected_hardlinks: another user's read-only file
+                shutil.copyfile(path_from, path_to)
         except FileNotFoundError as exc:
             if not path_from.exists():  # an absent chunk: no data, absent in level 0 too
                 continue
