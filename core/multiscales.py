@@ -34,8 +34,8 @@ from .pyramid_levels import (
 )
 from .pyramid_writes import PyramidRun, can_link, level_writes, pyramid_bytes
 from .retry import DEFAULT_POLICY, RetryPolicy
-from .scheduling import retries_so_far, run_tasks
-from .store import EmbeddingStore, open_embedding_store, zarr_store
+from .scheduling import retries_so_far, run_cancellable, run_tasks
+from .store import EmbeddingStore, open_embedding_store, store_url, zarr_store
 
 
 def build_multiscales(
@@ -79,10 +79,12 @@ def build_multiscales(
         raise ParameterError(f"zarr_format must be 2, 3 or None, got {zarr_format!r}.")
     log = log or (lambda line: None)
     retry = retry or DEFAULT_POLICY
-    store = open_embedding_store(source, variable, storage_options, retry)
-    target = OutputTarget.prepare(output, output_storage_options, retry=retry, log=log)
-    urls = (store.url, target.final_url, target.url)
+    urls = (store_url(source), store_url(output))
     retries_before = retries_so_far(scheduler, urls)
+    store = run_cancellable(
+        lambda: open_embedding_store(source, variable, storage_options, retry), cancel
+    )
+    target = OutputTarget.prepare(output, output_storage_options, retry=retry, log=log)
     tile = int(tile)
     shapes = level_shapes(store.grid.shape, tile)
     grids = [level_grid(store.grid, level, shape) for level, shape in enumerate(shapes)]

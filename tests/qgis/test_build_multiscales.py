@@ -126,11 +126,27 @@ def band_and_overviews(path: str, number: int) -> list[np.ndarray]:
     return [band.ReadAsArray(), *(overview.ReadAsArray() for overview in overviews)]
 
 
+def uncompressed_copy(scores, path):
+    """The scores store rewritten uncompressed, as Change scores writes it (level 0 links it)."""
+    import xarray as xr
+
+    ds = xr.open_zarr(scores.path)
+    encoding = {"scores": {"chunks": (1, 1, 256, 256), "compressors": None}}
+    ds.to_zarr(path, zarr_format=zarr_format_for_layers(), encoding=encoding, consolidated=True)
+    return path
+
+
+@pytest.mark.parametrize("level_0", ["copied", "linked"])
 def test_pyramid_layers_read_level_zero_with_the_coarser_levels_as_overviews(
-    project, large_scores, tmp_path
+    project, large_scores, tmp_path, level_0
 ):
     output = tmp_path / "pyramid.zarr"
-    build_pyramid(large_scores.path, output, resampling="max", zarr_format=zarr_format_for_layers())
+    source = large_scores.path
+    if level_0 == "linked":
+        source = uncompressed_copy(large_scores, tmp_path / "uncompressed.zarr")
+    tree = build_pyramid(source, output, resampling="max", zarr_format=zarr_format_for_layers())
+    assert tree.attrs["embedding_change:level_0_linked"] == (level_0 == "linked")
+    tree.close()
     coarser = [level_values(output, k) for k in (1, 2)]  # 150 x 260, 75 x 130
 
     layers = pyramid_layers.load_pyramid_layers(output, project=project)
