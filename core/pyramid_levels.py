@@ -72,41 +72,124 @@ _METHOD_CODES = {"second_max": 0, "mean": 1, "max": 2, "min": 3, "nearest": 4}
 
 @njit(cache=True, nogil=True)
 def _halve_planes(planes, method, out):  # pragma: no cover - compiled
-    """out[k, i, j] from planes[k, 2i:2i+2, 2j:2j+2]: one pass, no temporaries (numba)."""
+    """out[k, i, j] from planes[k, 2i:2i+2, 2j:2j+2] (numba): whole blocks without branches,
+    so LLVM vectorises them, then the half-empty blocks of an odd last row or column."""
     n_planes, ny, nx = planes.shape
+    full_y, full_x = ny // 2, nx // 2
     for k in range(n_planes):
+        for i in range(full_y):
+            top, bottom, row = planes[k, 2 * i], planes[k, 2 * i + 1], out[k, i]
+            if method == 0:
+                _second_max_row(top, bottom, row, full_x)
+            elif method == 1:
+                _mean_row(top, bottom, row, full_x)
+            elif method == 2:
+                _max_row(top, bottom, row, full_x)
+            elif method == 3:
+                _min_row(top, bottom, row, full_x)
+            else:
+                _nearest_row(top, bottom, row, full_x)
         for i in range(out.shape[1]):
-            for j in range(out.shape[2]):
-                count = 0
-                first = np.nan
-                total = 0.0
-                largest = -np.inf
-                second = -np.inf
-                smallest = np.inf
-                for r in range(2 * i, min(2 * i + 2, ny)):
-                    for c in range(2 * j, min(2 * j + 2, nx)):
-                        v = planes[k, r, c]
-                        if np.isnan(v):
-                            continue
-                        if count == 0:
-                            first = v
-                        count += 1
-                        total += v
-                        if v > largest:
-                            second = largest
-                            largest = v
-                        elif v > second:
-                            second = v
-                        smallest = min(smallest, v)
-                if count == 0:
-                    out[k, i, j] = np.nan
-                elif method == 0:
-                    out[k, i, j] = second if count > 1 else largest
-                elif method == 1:
-                    out[k, i, j] = total / count
-                elif method == 2:
-                    out[k, i, j] = largest
-                elif method == 3:
-                    out[k, i, j] = smallest
-                else:
-                    out[k, i, j] = first
+            for j in range(full_x if i < full_y else 0, out.shape[2]):
+                out[k, i, j] = _block(planes, k, i, j, method)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count(a, b, c, d):  # pragma: no cover - compiled
+    return (a == a) + (b == b) + (c == c) + (d == d)  # NaN != NaN
+
+
+@njit(cache=True, nogil=True)
+def _second_max_row(top, bottom, row, n):  # pragma: no cover - compiled
+    low = -np.inf
+    for j in range(n):
+        a, b, c, d = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
+        count = _count(a, b, c, d)
+        a, b = (a if a == a else low), (b if b == b else low)
+        c, d = (c if c == c else low), (d if d == d else low)
+        m1, n1, m2, n2 = max(a, b), min(a, b), max(c, d), min(c, d)
+        largest, second = max(m1, m2), max(min(m1, m2), max(n1, n2))
+        picked = second if count > 1 else largest
+        row[j] = picked if count > 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _max_row(top, bottom, row, n):  # pragma: no cover - compiled
+    low = -np.inf
+    for j in range(n):
+        a, b, c, d = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
+        count = _count(a, b, c, d)
+        a, b = (a if a == a else low), (b if b == b else low)
+        c, d = (c if c == c else low), (d if d == d else low)
+        largest = max(max(a, b), max(c, d))
+        row[j] = largest if count > 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _min_row(top, bottom, row, n):  # pragma: no cover - compiled
+    high = np.inf
+    for j in range(n):
+        a, b, c, d = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
+        count = _count(a, b, c, d)
+        a, b = (a if a == a else high), (b if b == b else high)
+        c, d = (c if c == c else high), (d if d == d else high)
+        smallest = min(min(a, b), min(c, d))
+        row[j] = smallest if count > 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _mean_row(top, bottom, row, n):  # pragma: no cover - compiled
+    for j in range(n):
+        a, b, c, d = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
+        count = _count(a, b, c, d)
+        total = 0.0
+        total += a if a == a else 0.0
+        total += b if b == b else 0.0
+        total += c if c == c else 0.0
+        total += d if d == d else 0.0
+        row[j] = total / count if count > 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _nearest_row(top, bottom, row, n):  # pragma: no cover - compiled
+    for j in range(n):
+        a, b, c, d = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
+        row[j] = a if a == a else (b if b == b else (c if c == c else d))
+
+
+@njit(cache=True, nogil=True)
+def _block(planes, k, i, j, method):  # pragma: no cover - compiled
+    """One block, whatever its size (1 to 4 pixels at the edges), any method."""
+    ny, nx = planes.shape[1], planes.shape[2]
+    count = 0
+    first = np.nan
+    total = 0.0
+    largest = -np.inf
+    second = -np.inf
+    smallest = np.inf
+    for r in range(2 * i, min(2 * i + 2, ny)):
+        for c in range(2 * j, min(2 * j + 2, nx)):
+            v = planes[k, r, c]
+            if np.isnan(v):
+                continue
+            if count == 0:
+                first = v
+            count += 1
+            total += v
+            if v > largest:
+                second = largest
+                largest = v
+            elif v > second:
+                second = v
+            smallest = min(smallest, v)
+    if count == 0:
+        return np.nan
+    if method == 0:
+        return second if count > 1 else largest
+    if method == 1:
+        return total / count
+    if method == 2:
+        return largest
+    if method == 3:
+        return smallest
+    return first

@@ -96,6 +96,19 @@ def test_halve_matches_a_block_by_block_reduction(method):
     np.testing.assert_allclose(halve(values, method), reference_halve(values, method), rtol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["mean", "max", "min", "nearest", "second_max"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (3, 1), (2, 2), (5, 7), (4, 64)])
+def test_halve_matches_at_every_edge_size(method, shape):
+    rng = np.random.default_rng(sum(shape))
+    values = rng.normal(size=(3, *shape)).astype(np.float32)
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[1] = np.nan  # a plane with no data
+    values[2, ..., :2] = np.inf if method == "min" else -np.inf  # infinities stay valid values
+    expected = reference_halve(values, method)
+    np.testing.assert_allclose(halve(values, method), expected, rtol=1e-6)
+    np.testing.assert_allclose(halve(values.astype(np.float64), method), expected, rtol=1e-12)
+
+
 def test_halve_keeps_all_nan_blocks_nan_without_warnings():
     values = np.full((4, 6), np.nan, dtype=np.float32)
     values[0, 0] = 2.0
