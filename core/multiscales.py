@@ -108,7 +108,8 @@ def build_multiscales(
             run, store, output_store, shapes, resampling, tile, link, progress, cancel, scheduler
         )
         _write_group_attrs(target, grids, resampling, crs_wkt, store)
-        target.finish()
+        retries = retries_so_far(scheduler, urls) - retries_before
+        target.finish({"embedding_change:retries": retries})
     except BaseException as exc:
         target.discard()
         if isinstance(exc, EmbeddingChangeError) or not isinstance(exc, Exception):
@@ -123,7 +124,6 @@ def build_multiscales(
         else "Level 0 is a copy of the source (remote, on another disk or in another layout, "
         "its chunk files cannot be shared)."
     )
-    retries = retries_so_far(scheduler, urls) - retries_before
     if retries:
         log(f"{retries} requests were retried after transient errors; the values are complete.")
     tree = xr.open_datatree(
@@ -135,7 +135,6 @@ def build_multiscales(
     tree.attrs["embedding_change:level_seconds"] = seconds
     tree.attrs["embedding_change:level_cpu_seconds"] = cpu  # this process's threads
     tree.attrs["embedding_change:level_0_linked"] = link
-    tree.attrs["embedding_change:retries"] = retries
     return tree
 
 
