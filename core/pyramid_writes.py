@@ -146,6 +146,9 @@ def link_window(run: PyramidRun, source: zarr.Array, destination: zarr.Array, wi
                 os.link(path_from, path_to)
             except PermissionError:  # e.g. protected_hardlinks: another user's read-only file
                 shutil.copyfile(path_from, path_to)
+            except FileExistsError:
+                if not os.path.samefile(path_from, path_to):  # a task run again: done already
+                    raise
         except FileNotFoundError as exc:
             if not path_from.exists():  # an absent chunk: no data, absent in level 0 too
                 continue
