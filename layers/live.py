@@ -183,6 +183,9 @@ class LiveScoreLayers(QObject):
         self._keep_loaded()
         self.repaints += 1
         for layer, _ in self.pairs:
+            # GDAL keeps the blocks it read (missing chunks as no data) until its dataset is
+            # opened again: the map would keep the first tiles only.
+            layer.dataProvider().reloadData()
             layer.triggerRepaint()
 
     @pyqtSlot(str)

@@ -36,23 +36,33 @@ TIMEOUT = 120
 
 
 class HeldFeedback(QgsProcessingFeedback):
-    """Holds the run (before its next task starts) once `hold_at` percent of the tiles are
-    written, until `release()`; the engine asks isCanceled before every task."""
+    """Holds the run (before its next task starts) each time the share of tiles written passes
+    one of `hold_at` (percent), until `release()`; the engine asks isCanceled before every task
+    (and the run's own thread polls it too: every caller waits)."""
 
-    def __init__(self, hold_at: float):
+    def __init__(self, *hold_at: float):
         super().__init__()
-        self.hold_at = hold_at
+        self.hold_at = list(hold_at)
         self.held = threading.Event()
-        self.released = threading.Event()
+        self.changed = threading.Condition()
 
     def isCanceled(self):  # noqa: N802 (QGIS's name)
-        if self.progress() >= self.hold_at and not self.released.is_set():
-            self.held.set()
-            self.released.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        with self.changed:
+            while self.hold_at and self.progress() >= self.hold_at[0]:
+                self.held.set()
+                if not self.changed.wait(max(0.0, deadline - time.monotonic())):
+                    break
         return super().isCanceled()
 
-    def release(self):
-        self.released.set()
+    def release(self, for_good=True):
+        with self.changed:
+            if for_good:
+                self.hold_at.clear()
+            elif self.hold_at:
+                self.hold_at.pop(0)
+            self.held.clear()
+            self.changed.notify_all()
 
 
 def wait_until(condition, what: str) -> None:
@@ -70,7 +80,7 @@ def start_run(provider, project, qgis_iface, aef_store, tmp_path):
     (task, feedback, output). Waits for it at the end, whatever the test did."""
     started = []
 
-    def start(live: bool, hold_at: float = 40.0):
+    def start(live: bool, hold_at=(40.0,)):
         path, _ = aef_store
         output = tmp_path / "live.zarr"
         parameters = {
@@ -83,7 +93,7 @@ def start_run(provider, project, qgis_iface, aef_store, tmp_path):
         algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
         context = QgsProcessingContext()
         context.setProject(QgsProject.instance())
-        feedback = HeldFeedback(hold_at)
+        feedback = HeldFeedback(*hold_at)
         task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
         outcome = {}
 
@@ -127,6 +137,31 @@ def years_of(layer) -> dict[int, int]:
     return {1: int(layer.customProperty("embedding_change/year"))}
 
 
+def painted_at_half_size(layers, year) -> np.ndarray:
+    """Where the map paints the layers for the year, drawn at half resolution as a zoomed-out
+    canvas reads them (GDAL's block cache is in that path), one value per 2 x 2 store pixels."""
+    from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    first = layers[0]
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(first.crs())
+    settings.setExtent(first.extent())
+    settings.setOutputSize(QSize(first.width() // 2, first.height() // 2))
+    settings.setBackgroundColor(QColor(0, 0, 0, 0))
+    settings.setIsTemporal(True)
+    settings.setTemporalRange(years_range(year, year))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage().convertToFormat(QImage.Format_RGBA8888)
+    rows = np.frombuffer(bytes(image.constBits().asarray(image.sizeInBytes())), np.uint8)
+    rows = rows.reshape(image.height(), image.bytesPerLine())[:, : image.width() * 4]
+    return rows.reshape(image.height(), image.width(), 4)[..., 3] > 0
+
+
 def reads(layer) -> str:
     """Where a layer reads: its source, and the sources of its VRT (a year stack)."""
     source = layer.source()
@@ -143,10 +178,19 @@ def tile_mask(tiles, shape) -> np.ndarray:
 def test_layers_appear_mid_run_with_the_written_tiles_only_and_read_the_output_after(
     start_run, project
 ):
-    feedback, output, outcome = start_run(live=True)
+    feedback, output, outcome = start_run(live=True, hold_at=(20.0, 60.0))
     wait_until(feedback.held.is_set, "the run to be held")
     live = live_run()
     wait_until(lambda: live.pairs and live.repaints, "the layers and a repaint")
+    # The map reads what was there at the first repaint; more tiles come, the map shows them.
+    loo = [lyr for lyr, s in live.pairs if s.band.startswith("loo")]
+    year = next(iter(years_of(loo[0]).values()))
+    early = painted_at_half_size(loo, year)
+    early_tiles, repaints = list(live.tiles), live.repaints
+    feedback.release(for_good=False)
+    wait_until(lambda: len(live.tiles) > len(early_tiles), "more tiles")
+    wait_until(feedback.held.is_set, "the run to be held again")
+    wait_until(lambda: live.repaints > repaints, "another repaint")
 
     # Mid-run: the layers are there, reading the hidden partial folder; the output is not.
     assert not output.exists()
@@ -166,11 +210,15 @@ def test_layers_appear_mid_run_with_the_written_tiles_only_and_read_the_output_a
     }
     for values in snapshot.values():
         assert not np.isfinite(values[~written]).any()  # nothing where no tile was written
-    # What the map paints: the loo_medoid z-score of the year drawn, inside the tiles only.
-    loo = [lyr for lyr in layers if lyr.customProperty("embedding_change/band").startswith("loo")]
-    year = next(iter(years_of(loo[0]).values()))
+    # What the map paints: the loo_medoid z-score of the year drawn, inside the tiles only,
+    # and every tile written since the first picture too (no block GDAL kept from before).
     painted = rendered_frame(loo, years_range(year, year))[..., 3] > 0
     assert painted.any() and not painted[~written].any()
+    early_tiles_half = tile_mask(early_tiles, shape)[::2, ::2][: early.shape[0], : early.shape[1]]
+    assert early.any() and not early[~early_tiles_half].any()
+    later = painted_at_half_size(loo, year)
+    for y0, x0, h, w in tiles[len(early_tiles) :]:
+        assert later[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2].any(), (y0, x0)
 
     feedback.release()
     wait_until(lambda: "ok" in outcome and not LiveScoreLayers._running, "the run to end")
