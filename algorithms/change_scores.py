@@ -119,14 +119,16 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         )
         # The toolbar button turns it on; elsewhere (the toolbox, batch, models, qgis_process)
         # the layers load when the run is complete, as Processing does.
-        live = QgsProcessingParameterBoolean(
-            self.LIVE,
-            "Show the scores on the map while they are computed (desktop)",
-            False,
-            optional=True,
+        self.add_advanced_parameters(
+            [
+                QgsProcessingParameterBoolean(
+                    self.LIVE,
+                    "Show the scores on the map while they are computed (desktop)",
+                    False,
+                    optional=True,
+                )
+            ]
         )
-        live.setFlags(live.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(live)
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "Change scores (Zarr folder)")
         )
