@@ -39,6 +39,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     YEARS = "YEARS"
     SCHEDULER = "SCHEDULER"
     LOAD = "LOAD"
+    LIVE = "LIVE"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -73,7 +74,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             "score (LOO medoid z-score shown first), animated by the temporal controller from "
             "the year with the most change. A one-year event shows in one year with "
             "loo_medoid, in two with difference (the event year and the year after).\n\n"
-            "The dialog opened from the toolbar button starts from the last run's settings."
+            "The dialog opened from the toolbar button starts from the last run's settings and "
+            "shows the scores while they are computed: the layers appear with the first tiles "
+            "(the middle of the view first) and fill in; pan and play the years meanwhile "
+            "(advanced: Show the scores while they are computed)."
         )
 
     def initAlgorithm(self, config=None):
@@ -113,6 +117,18 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 self.LOAD, "Load layers on completion", True, optional=True
             )
         )
+        # The toolbar button turns it on; elsewhere (the toolbox, batch, models, qgis_process)
+        # the layers load when the run is complete, as Processing does.
+        self.add_advanced_parameters(
+            [
+                QgsProcessingParameterBoolean(
+                    self.LIVE,
+                    "Show the scores on the map while they are computed (desktop)",
+                    False,
+                    optional=True,
+                )
+            ]
+        )
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "Change scores (Zarr folder)")
         )
@@ -138,6 +154,8 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         max_pixels = self.read_max_pixels(parameters, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         load = self.parameterAsBoolean(parameters, self.LOAD, context)
+        show_live = load and self.parameterAsBoolean(parameters, self.LIVE, context)
+        live = None  # the live layers, once the store is open
         remember_parameters(parameters, output)
 
         self.make_output_parent(output)
@@ -158,6 +176,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             # Before compiling the kernel; the engine checks again and logs the estimate.
             size = estimate_run(source, pixel_window(source.grid, bbox), len(years or source.times))
             check_run_size(size, max_pixels, local=runs_locally(scheduler))
+            live = live_layers(show_live, context, output, bbox, feedback)
             feedback.pushInfo("Preparing the scoring kernel (compiled once per machine) …")
             compiled = kernels.warm_up(source.dtype, len(set(years or source.times)))
             if compiled > 2:
@@ -181,10 +200,15 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 scheduler=scheduler,
                 log=feedback.pushInfo,
                 max_pixels=max_pixels,
+                on_tile=live.on_tile if live is not None else None,
+                centre_first=live is not None,
             )
-        except QgsProcessingException:
-            raise
-        except Exception as exc:  # the engine's errors, and anything it did not foresee
+        except BaseException as exc:
+            if live is not None:
+                live.discard()
+            if isinstance(exc, QgsProcessingException) or not isinstance(exc, Exception):
+                raise
+            # the engine's errors, and anything it did not foresee
             if not isinstance(exc, EmbeddingChangeError):
                 feedback.pushDebugInfo(mask(traceback.format_exc()))
             raise QgsProcessingException(one_line_message(exc)) from exc
@@ -201,6 +225,10 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
             )
         if not load:
             feedback.pushInfo("Layers not loaded (Load layers on completion is off).")
+            return {self.OUTPUT: output}
+        if live is not None:
+            live.finish()
+            feedback.pushInfo(f"The score layers on the map now read {output}.")
             return {self.OUTPUT: output}
         feedback.pushInfo("Loading layers …")
         run_name = temporary_run_name(bbox) if temporary else None
@@ -234,6 +262,20 @@ def remembered_parameters() -> dict:
         stamp = time.strftime("%Y%m%d_%H%M%S")
         parameters["OUTPUT"] = f"{folder}/change_scores_{stamp}.zarr"
     return parameters
+
+
+def live_layers(wanted: bool, context, output: str, bbox, feedback):
+    """The run's live layers (layers/live.py) when asked for and the desktop can show them."""
+    if not wanted:
+        return None
+    from ..layers.live import LiveScoreLayers, can_show_live
+
+    if not can_show_live(context):
+        feedback.pushInfo("The layers load when the run is complete (no desktop map to fill).")
+        return None
+    feedback.pushInfo("The score layers appear as the tiles are written, the middle first.")
+    run_name = temporary_run_name(bbox) if is_temporary_output(output) else None
+    return LiveScoreLayers(output, run_name)
 
 
 def warn_if_clipped(feedback, bbox, store_bbox) -> None:

@@ -10,6 +10,7 @@ per chunk; a temporary file and a rename per written chunk).
 from __future__ import annotations
 
 import mmap
+import os
 import sys
 import threading
 from pathlib import Path
@@ -114,10 +115,10 @@ def write_chunks(
     The tile's (time, band) planes start at (t0, b0) of the array (a pyramid task writes a
     few of them; the scores pipeline all).
 
-    zarr writes each chunk to a temporary file and renames it; a run's folder stays hidden
-    until complete, so plain writes are safe. Edge tiles are padded with NaN to the full
-    chunk, all-NaN chunks left out, both as zarr does. False: not a local uncompressed store
-    or not one chunk's tile.
+    Each chunk goes to a hidden temporary file renamed into place, as zarr does: readers of
+    the run's folder while it runs (QGIS's live layers) never see half a chunk. Edge tiles are
+    padded with NaN to the full chunk, all-NaN chunks left out, both as zarr does. False: not
+    a local uncompressed store or not one chunk's tile.
     """
     chunk_y, chunk_x = array.chunks[2:]
     _, _, h, w = tile.shape
@@ -139,7 +140,9 @@ def write_chunks(
             padded[:h, :w] = part
             path = folder / array.metadata.encode_chunk_key((t0 + t, b0 + b, y, x))
             _make_folders_below(folder, path.parent)
-            path.write_bytes(padded.data)
+            partial = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+            partial.write_bytes(padded.data)
+            os.replace(partial, path)
     return True
 
 

@@ -44,6 +44,7 @@ from .store import (
     store_url,
 )
 from .summary import create_with_summary, write_tile_with_summary
+from .tile_order import centre_first_rank, tile_reporter
 from .window import PixelWindow, blocks, pixel_window
 
 
@@ -86,6 +87,8 @@ def compute_change_scores(
     log: Callable[[str], None] | None = None,
     retry: RetryPolicy | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    on_tile: Callable[[str, int, int, int, int], None] | None = None,
+    centre_first: bool = False,
 ) -> xr.Dataset:
     """Score every pixel of the box's window and write the scores Zarr; returns it opened.
 
@@ -96,6 +99,10 @@ def compute_change_scores(
     should know (retries, absent chunks, too few years for z-scores, swept leftovers).
     retry: how remote requests retry and how long they may take (core.retry.RetryPolicy).
     max_pixels: a bigger window stops before reading (None: no limit; core.run_size).
+    on_tile(url, y0, x0, height, width) is called on a worker thread as each output tile is
+    written: `url` is where the run writes (a hidden partial folder until the run finishes),
+    the rest the tile in output pixels. centre_first: score the blocks nearest the window's
+    centre first (local threads), so that a viewer sees the middle of the view fill in first.
     """
     started = time.perf_counter()
     log = masked_log(log)  # no secret reaches a log line (core.credentials)
@@ -151,7 +158,14 @@ def compute_change_scores(
             create()
             create = None
         writes = tile_writes(job, source, window, len(labels), target, create)
-        run_tasks(writes, progress=progress, cancel=cancel, scheduler=scheduler)
+        run_tasks(
+            writes,
+            progress=progress,
+            cancel=cancel,
+            scheduler=scheduler,
+            on_done=tile_reporter(on_tile, target.url, window, log),
+            first=centre_first_rank(window, source.chunks[2:]) if centre_first else None,
+        )
         retries = _retries_of(store, output, scheduler) - retries_before
         absent = _absent_chunks.pop(job.run, 0)
         target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})

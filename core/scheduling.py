@@ -35,17 +35,25 @@ def run_tasks(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     scheduler=None,
+    on_done: Callable[[object], None] | None = None,
+    first: Callable[[object], float] | None = None,
 ) -> list:
-    """Compute the delayed `tasks`; progress(fraction of tasks done); cancel() -> CancelledError."""
+    """Compute the delayed `tasks`; progress(fraction of tasks done); cancel() -> CancelledError.
+
+    on_done(key) is called as each of `tasks` finishes (on a worker thread). first(key) ranks
+    the tasks that can start at once (lower first; local threads only): e.g. blocks nearest the
+    view's centre first, so its tiles are written first.
+    """
     progress = progress or (lambda fraction: None)
     cancel = cancel or (lambda: False)
+    on_done = on_done or (lambda key: None)
     if cancel():
         raise CancelledError("Cancelled before the run started.")
     if scheduler in SINGLE_THREAD:
-        return _run_on_threads(tasks, progress, cancel, workers=1)
+        return _run_on_threads(tasks, progress, cancel, on_done, first, workers=1)
     if runs_locally(scheduler):
-        return _run_on_threads(tasks, progress, cancel)
-    return _run_on_cluster(tasks, progress, cancel, scheduler)
+        return _run_on_threads(tasks, progress, cancel, on_done, first)
+    return _run_on_cluster(tasks, progress, cancel, scheduler, on_done)
 
 
 def run_cancellable(work: Callable, cancel: Callable[[], bool] | None = None):
@@ -98,7 +106,7 @@ def runs_locally(scheduler) -> bool:
     return scheduler is None or scheduler in THREADS or scheduler in SINGLE_THREAD
 
 
-def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list:
+def _run_on_threads(tasks, progress, cancel, on_done, first, workers: int | None = None) -> list:
     watched = {task.key for task in tasks}
     done = 0
     stopped = threading.Event()
@@ -112,12 +120,19 @@ def _run_on_threads(tasks, progress, cancel, workers: int | None = None) -> list
         nonlocal done
         if key in watched:
             done += 1
+            on_done(key)
             progress(done / len(watched))
+
+    def start_state(dsk, state):
+        if first is not None:  # dask starts the ready task at the end of the list first
+            state["ready"].sort(key=first, reverse=True)
 
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 2)
     # This run's own callbacks, not dask's global ones: a run abandoned on cancel may still be
     # winding down while another starts.
-    callbacks = [Callback(pretask=before_task, posttask=after_task)._callback]
+    callbacks = [
+        Callback(start_state=start_state, pretask=before_task, posttask=after_task)._callback
+    ]
     outcome = {}
     finished = threading.Event()
 
@@ -174,10 +189,15 @@ def _cluster_client(scheduler):
         client.close()
 
 
-def _run_on_cluster(tasks, progress, cancel, scheduler) -> list:
+def _run_on_cluster(tasks, progress, cancel, scheduler, on_done) -> list:
     with _cluster_client(scheduler) as client:
         futures = client.compute(tasks)
+        reported = set()
         while True:
+            for future in futures:
+                if future.key not in reported and future.status == "finished":
+                    reported.add(future.key)
+                    on_done(future.key)
             finished = sum(f.done() for f in futures)
             progress(finished / len(futures))
             if finished == len(futures):

@@ -28,11 +28,17 @@ from .temporal import PER_BAND_TEMPORAL, animate_years, set_score_temporal
 SliceSource = Callable[[int, int], str]  # (year index, band index) -> GDAL data source
 
 
-def read_score_labels(store: str | Path) -> tuple[list[int], list[str]]:
-    """The years and band labels of a scores Zarr, as written by the engine."""
+def read_score_labels(store: str | Path, consolidated=None) -> tuple[list[int], list[str]]:
+    """The years and band labels of a scores Zarr, as written by the engine (consolidated=False:
+    a run's partial folder, read with zarr alone: no consolidated metadata yet, and fast)."""
+    if consolidated is False:
+        import zarr
+
+        group = zarr.open_group(str(store), mode="r")
+        return [int(y) for y in group["time"][...]], [str(b) for b in group["band"][...]]
     import xarray as xr
 
-    with xr.open_zarr(store, consolidated=None) as scores:
+    with xr.open_zarr(store, consolidated=consolidated) as scores:
         years = [int(y) for y in scores["time"].values]
         bands = [str(b) for b in scores["band"].values]
     return years, bands
@@ -63,15 +69,22 @@ def score_slice_layers(
 
 
 def score_year_stack_layers(
-    store: str | Path, years, bands, slice_source: SliceSource | None = None, **details
+    store: str | Path,
+    years,
+    bands,
+    slice_source: SliceSource | None = None,
+    vrt_folder=None,
+    **details,
 ) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
-    """One raster layer per score band whose bands 1..T are the years (QGIS >= 3.38)."""
+    """One raster layer per score band whose bands 1..T are the years (QGIS >= 3.38); their
+    VRTs go in `vrt_folder` (default <store>/vrt)."""
     store = str(Path(store).absolute())
     source = slice_source or functools.partial(score_layer_uri, store)
     years, bands = tuple(int(y) for y in years), tuple(str(b) for b in bands)
     result = []
     for b, band in enumerate(bands):
-        path = write_year_stack(store, band, years, [source(t, b) for t in range(len(years))])
+        uris = [source(t, b) for t in range(len(years))]
+        path = write_year_stack(store, band, years, uris, vrt_folder)
         layer = raster_layer(path, band)
         if not layer.isValid() or layer.bandCount() != len(years):
             raise ValueError(f"GDAL {gdal.__version__} cannot read {source(0, b)}")
@@ -81,24 +94,34 @@ def score_year_stack_layers(
 
 
 def score_layer_pairs(
-    store: str | Path, years, bands, slice_source: SliceSource | None = None, **details
+    store: str | Path,
+    years,
+    bands,
+    slice_source: SliceSource | None = None,
+    vrt_folder=None,
+    **details,
 ) -> list[tuple[QgsRasterLayer, ScoreSlice]]:
     """The layers this QGIS animates best: one per score from 3.38 on, else one per year.
 
     details: run_name (the run's group name; default the store's folder name), scores_array
     (the array whose default score picks the first frame; default "scores"), crs (for
-    stores whose CRS GDAL does not find).
+    stores whose CRS GDAL does not find). vrt_folder: where the year stacks' VRTs go.
     """
     if PER_BAND_TEMPORAL:
-        return score_year_stack_layers(store, years, bands, slice_source, **details)
+        return score_year_stack_layers(store, years, bands, slice_source, vrt_folder, **details)
     return score_slice_layers(store, years, bands, slice_source, **details)
 
 
 def _with_run_details(
-    pairs, run_name: str | None = None, scores_array: str = "scores", crs: str | None = None
+    pairs,
+    run_name: str | None = None,
+    scores_array: str = "scores",
+    crs: str | None = None,
+    focus_window: tuple[slice, slice] | None = None,
 ):
-    """The pairs with the run's group name and the year of most change (of the default score);
-    `crs` (any text QGIS reads) for layers whose source declares none GDAL understands."""
+    """The pairs with the run's group name and the year of most change (of the default score,
+    within `focus_window` (rows, columns) if given); `crs` (any text QGIS reads) for layers
+    whose source declares none GDAL understands."""
     if not pairs:
         return pairs
     if crs:
@@ -112,7 +135,8 @@ def _with_run_details(
     band = default_band(first.bands)
     threshold = next(score.threshold for _, score in pairs if score.band == band)
     try:
-        shares = share_above_per_year(first.store, first.bands.index(band), threshold, scores_array)
+        b = first.bands.index(band)
+        shares = share_above_per_year(first.store, b, threshold, scores_array, focus_window)
         focus = first.years[max(range(len(shares)), key=lambda t: (shares[t], -t))]
     except Exception:  # noqa: BLE001 (a store we cannot reduce still loads, from its first year)
         focus = first.years[0]
@@ -123,8 +147,11 @@ def _with_run_details(
     ]
 
 
-def share_above_per_year(store: str, band_index: int, threshold: float, array="scores"):
-    """Per year, the share of a score's valid pixels above `threshold` (0 for an empty year).
+def share_above_per_year(
+    store: str, band_index: int, threshold: float, array="scores", window=None
+):
+    """Per year, the share of a score's valid pixels above `threshold` (0 for an empty year),
+    over the whole grid or the (rows, columns) slices `window`.
 
     With the run's summary (core/summary.py) it reads two 2-D arrays instead of every year:
     pixels are counted in the year of their largest score, if that passes the threshold.
@@ -133,16 +160,17 @@ def share_above_per_year(store: str, band_index: int, threshold: float, array="s
     import numpy as np
     import zarr
 
+    rows, cols = window or (slice(None), slice(None))
     group = zarr.open_group(store, mode="r")
     if array == "scores" and "year_of_largest" in group and "largest_score" in group:
         years = np.asarray(group["time"][...], dtype=np.float32)
-        largest = da.from_zarr(group["largest_score"])[band_index]
-        year = da.from_zarr(group["year_of_largest"])[band_index]
+        largest = da.from_zarr(group["largest_score"])[band_index, rows, cols]
+        year = da.from_zarr(group["year_of_largest"])[band_index, rows, cols]
         counts = [((year == y) & (largest > threshold)).sum() for y in years]
         valid = (~da.isnan(largest)).sum()
         *counts, valid = da.compute(*counts, valid)
         return list(np.asarray(counts) / max(int(valid), 1))
-    values = da.from_zarr(group[array])[:, band_index]
+    values = da.from_zarr(group[array])[:, band_index, rows, cols]
     above, valid = da.compute(
         (values > threshold).sum(axis=(1, 2)), (~da.isnan(values)).sum(axis=(1, 2))
     )
@@ -196,8 +224,11 @@ def load_score_layers(
     years, bands = labels or read_score_labels(store)
     pairs = score_layer_pairs(store, years, bands, slice_source, **details)
     for layer, score in pairs:
+        style_score_layer(layer, score)
         project.addMapLayer(layer, False)
-        show_score_layer(layer, score, project, iface)
+        place_in_layer_tree(project, layer, score)
+    if pairs:  # once for all: each call moves the controller and redraws the map
+        animate_years(project, pairs[0][1].years, iface, pairs[0][1].focus_year)
     for layer, score in summary_pairs(pairs):
         project.addMapLayer(layer, False)
         place_summary_layer(project, layer, score)

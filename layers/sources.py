@@ -49,12 +49,14 @@ def safe_file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def write_year_stack(store: str, band: str, years, sources: list[str]) -> str:
+def write_year_stack(store: str, band: str, years, sources: list[str], folder=None) -> str:
     """A VRT with one band per year over the given slices (no copy); its path.
 
-    It goes where the pyramid VRTs go: <store>/vrt, or a temporary folder for a read-only store.
+    It goes in `folder` if given, else where the pyramid VRTs go: <store>/vrt, or a temporary
+    folder for a read-only store.
     """
-    path = str(vrt_folder(Path(store)) / f"{safe_file_name(band)}.vrt")
+    folder = Path(folder) if folder is not None else vrt_folder(Path(store))
+    path = str(folder / f"{safe_file_name(band)}.vrt")
     stack = gdal.BuildVRT(path, sources, separate=True)
     if stack is None:
         raise ValueError(f"GDAL {gdal.__version__} cannot read {sources[0]}")

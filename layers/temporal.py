@@ -115,14 +115,17 @@ def animate_years(project: QgsProject, years, iface=None, focus_year: int | None
     if animated_before and previous.begin().isValid() and previous.end().isValid():
         first = min(first, previous.begin().date().year())
         last = max(last, previous.end().addMSecs(-1).date().year())
-    settings.setTemporalRange(years_range(first, last))
+    # Ends on 31 December, as the controller's extent: the desktop's panel resets its extent to
+    # the project's range (a layer loaded later, a project opened again), and 1 January after
+    # the last year would give it an empty frame more.
+    settings.setTemporalRange(animation_extent(first, last))
     settings.setTimeStep(1)
     settings.setTimeStepUnit(QgsUnitTypes.TemporalYears)
     settings.setFramesPerSecond(1)
     project.writeEntryBool(PROPERTY, "animated", True)
     from .temporal_controller import open_temporal_controller, show_year_on_map
 
-    show_year_on_map(project, iface)
+    _cosmetic(show_year_on_map, project, iface)
     controller = iface.mapCanvas().temporalController() if iface is not None else None
     if not isinstance(controller, QgsTemporalNavigationObject):
         return
@@ -136,4 +139,14 @@ def animate_years(project: QgsProject, years, iface=None, focus_year: int | None
     controller.setFramesPerSecond(1)
     year = shown if shown is not None else (focus_year or min(years))
     controller.setCurrentFrameNumber(max(0, year - first))
-    open_temporal_controller(iface)
+    _cosmetic(open_temporal_controller, iface)
+
+
+def _cosmetic(show, *args) -> None:
+    """show(*args), whose failure (a QGIS whose panel differs) must never stop a result loading."""
+    try:
+        show(*args)
+    except Exception as exc:  # noqa: BLE001
+        from qgis.core import Qgis, QgsMessageLog
+
+        QgsMessageLog.logMessage(f"{show.__name__}: {exc}", "Embedding change", Qgis.Warning)

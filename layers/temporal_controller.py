@@ -49,15 +49,36 @@ def show_year_in_frame_label(panel, controller: QgsTemporalNavigationObject) -> 
     if label is None:
         return False
 
-    def relabel(frame: QgsDateTimeRange) -> None:
+    def relabel(*_) -> None:
+        from qgis.PyQt import sip
+
+        if sip.isdeleted(label) or sip.isdeleted(controller):
+            return
         if controller.navigationMode() == QgsTemporalNavigationObject.Animated:
+            frame = controller.dateTimeRangeForFrameNumber(controller.currentFrameNumber())
             label.setText(year_label_text(label.text(), frame))
+
+    def relabel_later(*_) -> None:  # after the panel's own handlers of the same change
+        from qgis.PyQt.QtCore import QTimer
+
+        QTimer.singleShot(0, relabel)
 
     if not label.property(RELABELLED):
         controller.updateTemporalRange.connect(relabel)
+        # What else makes the panel rewrite its label; not every QGIS has every signal
+        # (3.22's navigationModeChanged cannot be connected from Python).
+        for name in (
+            "temporalExtentsChanged",
+            "temporalFrameDurationChanged",
+            "navigationModeChanged",
+            "updateTemporalRange",
+        ):
+            try:
+                getattr(controller, name).connect(relabel_later)
+            except (AttributeError, TypeError):
+                continue
         label.setProperty(RELABELLED, True)
-    current = controller.dateTimeRangeForFrameNumber(controller.currentFrameNumber())
-    relabel(current)
+    relabel()
     return True
 
 
@@ -88,7 +109,7 @@ def show_year_on_map(project: QgsProject, iface) -> bool:
         project.writeEntry(TITLE_SCOPE, "/Label", YEAR_TITLE)
         project.writeEntry(TITLE_SCOPE, "/Enabled", True)
         project.writeEntry(TITLE_SCOPE, "/BackgroundColor", "255,255,255,170")
-    _reload_title_decoration(iface)
+        _reload_title_decoration(iface)  # once: it redraws the map
     return True
 
 

@@ -1,9 +1,11 @@
 """The plugin: registers the Processing provider, adds "Change scores for this view" and the
 map tool "Explain change at a pixel".
 
-The button and menu entry open the algorithm's dialog with the canvas extent filled in;
-the dialog runs it as a background task. When the engine's Python packages are missing, a
-message-bar notice offers to install them (also in the menu, "Install dependencies…").
+The button and menu entry open the algorithm's dialog with the canvas extent filled in, not
+modal, so the map stays usable: the dialog runs the algorithm as a background task and the
+score layers appear and fill in while it runs (layers/live.py). When the engine's Python
+packages are missing, a message-bar notice offers to install them (also in the menu, "Install
+dependencies…").
 Unloading removes all of it.
 """
 
@@ -37,6 +39,7 @@ class EmbeddingChangePlugin:
         self.toolbar = None
         self.notice = None
         self.explainer = None
+        self.dialogs = []  # the open Change scores dialogs (not modal: kept alive here)
 
     def initProcessing(self):
         """Called by QGIS and qgis_process: makes the algorithms available (no GUI needed)."""
@@ -70,6 +73,12 @@ class EmbeddingChangePlugin:
         self.notice.show(self.dependencies or load_dependencies())
 
     def unload(self):
+        from qgis.PyQt import sip
+
+        for dialog in self.dialogs:
+            if not sip.isdeleted(dialog):
+                dialog.close()
+        self.dialogs = []
         if self.explainer is not None:
             self.iface.removePluginMenu(MENU, self.explainer.action)
             self.explainer.unload()
@@ -99,6 +108,7 @@ class EmbeddingChangePlugin:
         crs = canvas.mapSettings().destinationCrs()
         return {
             **remembered_parameters(),
+            "LIVE": True,  # the layers appear and fill in while the run goes on
             "EXTENT": (
                 f"{extent.xMinimum()!r},{extent.xMaximum()!r},"
                 f"{extent.yMinimum()!r},{extent.yMaximum()!r} [{crs.authid()}]"
@@ -106,9 +116,27 @@ class EmbeddingChangePlugin:
         }
 
     def open_dialog(self):
+        """The Change scores dialog, not modal: the analyst pans and plays the years while the
+        run fills the map (processing.execAlgorithmDialog would block the window)."""
         import processing
+        from qgis.PyQt import sip
 
-        processing.execAlgorithmDialog(ALGORITHM_ID, self.dialog_parameters())
+        self.dialogs = [d for d in self.dialogs if not sip.isdeleted(d) and d.isVisible()]
+        dialog = processing.createAlgorithmDialog(ALGORITHM_ID, self.dialog_parameters())
+        if dialog is None:
+            return None
+        canvas = self.iface.mapCanvas()
+        tool = canvas.mapTool()
+
+        def restore_map_tool():  # as execAlgorithmDialog does after its dialog
+            if not sip.isdeleted(canvas) and canvas.mapTool() is not tool and tool is not None:
+                canvas.setMapTool(tool)
+
+        dialog.rejected.connect(restore_map_tool)  # closed (its `finished` is not QDialog's)
+        dialog.setModal(False)
+        dialog.show()
+        self.dialogs.append(dialog)
+        return dialog
 
     def open_load_dialog(self):
         import processing

@@ -90,7 +90,8 @@ def test_loaded_polygons_are_styled_and_follow_the_temporal_controller(
     (region,) = regions.getFeatures()
     assert (region["first_year"], region["last_year"], region["pixel_years"]) == (2020, 2020, 100)
     settings = QgsProject.instance().timeSettings().temporalRange()
-    assert (settings.begin().date().year(), settings.end().date().year()) == (2017, 2026)
+    # 1 January 2017 to 31 December 2025, as the Temporal Controller's frames (layers/temporal.py)
+    assert (settings.begin().date().year(), settings.end().date().year()) == (2017, 2025)
 
 
 def test_threshold_years_and_score_choose_what_is_outlined(provider, scores_store, tmp_path):

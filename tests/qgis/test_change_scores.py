@@ -99,17 +99,20 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
         "SCHEDULER",
         "MAX_PIXELS",
         "LOAD",
+        "LIVE",
         "OUTPUT",
     ]
     parameter = algorithm.parameterDefinition
     assert parameter("LOAD").defaultValue() is True
+    # Results while they arrive only when asked for (the toolbar button's dialog does).
+    assert parameter("LIVE").defaultValue() is False
     assert parameter("STORE").defaultValue() == AEF_STORE
     assert parameter("VARIABLE").defaultValue() == "embeddings"
     assert parameter("METHODS").options() == list(kernels.METHODS) == list(METHODS)
     assert parameter("METRIC").options() == list(kernels.METRICS) == list(METRICS)
     assert parameter("METHODS").defaultValue() == [0, 1]
     assert parameter("ROBUST_ZSCORE").defaultValue() is True
-    for name in ("STORAGE_OPTIONS", "SCHEDULER", "MAX_PIXELS"):
+    for name in ("STORAGE_OPTIONS", "SCHEDULER", "MAX_PIXELS", "LIVE"):
         assert parameter(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert not algorithm.flags() & QgsProcessingAlgorithm.FlagNoThreading
     assert algorithm.flags() & QgsProcessingAlgorithm.FlagCanCancel

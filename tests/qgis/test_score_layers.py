@@ -139,7 +139,7 @@ def test_each_frame_of_the_temporal_controller_shows_one_year_per_score(
             ]
             assert drawn == [year]
     settings = project.timeSettings()
-    assert settings.temporalRange() == temporal.years_range(2017, 2025)
+    assert settings.temporalRange() == temporal.animation_extent(2017, 2025)
     assert (settings.timeStep(), settings.timeStepUnit()) == (1, QgsUnitTypes.TemporalYears)
 
 
@@ -368,7 +368,7 @@ def test_a_later_run_widens_the_time_range_and_keeps_the_analysts_frame(
 
     score_layers.load_score_layers(second.path, project, qgis_iface)
 
-    assert project.timeSettings().temporalRange() == temporal.years_range(2015, 2025)
+    assert project.timeSettings().temporalRange() == temporal.animation_extent(2015, 2025)
     assert temporal_navigation.temporalExtents() == temporal.animation_extent(2015, 2025)
     assert temporal_navigation.totalFrameCount() == 11
     assert shown_year(temporal_navigation) == 2021
