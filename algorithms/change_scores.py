@@ -7,10 +7,12 @@ import time
 import traceback
 
 from qgis.core import (
+    QgsApplication,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsSettings,
 )
@@ -38,6 +40,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     ROBUST_ZSCORE = "ROBUST_ZSCORE"
     YEARS = "YEARS"
     SCHEDULER = "SCHEDULER"
+    CACHE_SIZE = "CACHE_SIZE"
     LOAD = "LOAD"
     OUTPUT = "OUTPUT"
 
@@ -105,6 +108,14 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                     self.SCHEDULER, "Dask scheduler address (empty: this computer)", optional=True
                 ),
                 self.max_pixels_parameter(),
+                QgsProcessingParameterNumber(
+                    self.CACHE_SIZE,
+                    "Keep fetched chunks of remote stores for the next run, up to (GB; 0: off)",
+                    QgsProcessingParameterNumber.Double,
+                    20,
+                    optional=True,
+                    minValue=0,
+                ),
             ]
         )
         self.addParameter(
@@ -181,6 +192,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 scheduler=scheduler,
                 log=feedback.pushInfo,
                 max_pixels=max_pixels,
+                cache=chunk_cache(self.parameterAsDouble(parameters, self.CACHE_SIZE, context)),
             )
         except QgsProcessingException:
             raise
@@ -210,6 +222,18 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         if loaded:
             feedback.pushInfo(f"{loaded} score layers will load into the project.")
         return {self.OUTPUT: output}
+
+
+def chunk_cache(gigabytes: float):
+    """The chunk cache in the profile's folder (EMBEDDING_CHANGE_CACHE_DIR overrides); False
+    (none) at 0 GB."""
+    from ..core.chunk_cache import ChunkCache
+    from ..dependencies.caches import chunk_cache_folder
+
+    if not gigabytes or gigabytes <= 0:
+        return False
+    folder = chunk_cache_folder(QgsApplication.qgisSettingsDirPath())
+    return ChunkCache(str(folder), max_bytes=int(gigabytes * 1e9))
 
 
 SETTINGS = "embedding_change/change_scores"
