@@ -83,11 +83,10 @@ class ChunkCache:
         path = self._path(name)
         try:
             with open(path, "rb") as file:
-                data = file.read()
+                payload = _payload(file)
         except OSError:
             return None
         state = _state(self.folder)
-        payload = _payload(data)
         if payload is None:
             _remove(path)
             with state.lock:
@@ -244,12 +243,16 @@ def _state(folder: str) -> _FolderState:
         return _states.setdefault(folder, _FolderState())
 
 
-def _payload(data: bytes) -> bytes | None:
-    if len(data) < HEADER.size:
+def _payload(file) -> bytes | None:
+    """The entry's bytes if its header, length and checksum agree (read once, no copies)."""
+    header = file.read(HEADER.size)
+    if len(header) < HEADER.size:
         return None
-    magic, crc, length = HEADER.unpack_from(data)
-    payload = data[HEADER.size :]
-    if magic != MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
+    magic, crc, length = HEADER.unpack(header)
+    if magic != MAGIC:
+        return None
+    payload = file.read(length + 1)  # one more: a longer file is damaged too
+    if len(payload) != length or zlib.crc32(payload) != crc:
         return None
     return payload
 
