@@ -119,6 +119,8 @@ class ChunkCache:
             os.replace(temporary, path)
         except OSError as exc:
             _remove(temporary)
+            if path.exists():  # another process wrote it meanwhile (Windows refuses the rename)
+                return
             with state.lock:
                 state.write_error = state.write_error or f"{exc.strerror or exc} ({self.folder})"
             return
