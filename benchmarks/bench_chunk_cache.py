@@ -29,10 +29,9 @@ import conftest  # noqa: E402,F401  (makes `embedding_change` importable from th
 import numpy as np  # noqa: E402
 import object_server  # noqa: E402
 import xarray as xr  # noqa: E402
+from bench_remote import forget_opened_stores, view_bbox  # noqa: E402
 
 from embedding_change.core import compute_change_scores, kernels  # noqa: E402
-from embedding_change.core import store as store_module  # noqa: E402
-from embedding_change.core.store import open_embedding_store  # noqa: E402
 from embedding_change.core.synthetic import write_aef_like_store  # noqa: E402
 
 
@@ -47,31 +46,6 @@ def stores(folder: Path, window: int) -> dict[str, Path]:
     encoding = {"embeddings": {"chunks": (1, 64, 256, 256), "shards": (1, 64, window, window)}}
     ds.to_zarr(sharded, zarr_format=3, consolidated=False, encoding=encoding)
     return {"one object per chunk": plain, "sharded": sharded}
-
-
-def view_bbox(store_path: Path, pixels: int, col0: int = 0):
-    """pixels x pixels from the top row and column col0, a quarter pixel inside."""
-    a, _, c, _, e, f = open_embedding_store(str(store_path)).grid.transform
-    inset = a / 4
-    return (
-        c + a * col0 + inset,
-        f + e * pixels + inset,
-        c + a * (col0 + pixels) - inset,
-        f - inset,
-    )
-
-
-def forget_opened_stores():
-    """Drop the last run's open stores and s3fs clients, so each run opens and connects anew."""
-    import s3fs
-    from zarr.core.sync import sync
-
-    for fs in list(s3fs.S3FileSystem._cache.values()):
-        client = getattr(fs, "_s3creator", None)
-        if client is not None and fs.asynchronous:
-            sync(client.__aexit__(None, None, None))
-    s3fs.S3FileSystem.clear_instance_cache()
-    store_module._opened.clear()
 
 
 def timed(server, url, bbox, workdir: Path, cache) -> dict:
