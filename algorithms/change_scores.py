@@ -7,10 +7,12 @@ import time
 import traceback
 
 from qgis.core import (
+    QgsApplication,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsSettings,
 )
@@ -38,6 +40,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
     ROBUST_ZSCORE = "ROBUST_ZSCORE"
     YEARS = "YEARS"
     SCHEDULER = "SCHEDULER"
+    CACHE_SIZE = "CACHE_SIZE"
     LOAD = "LOAD"
     LIVE = "LIVE"
     OUTPUT = "OUTPUT"
@@ -109,6 +112,14 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                     self.SCHEDULER, "Dask scheduler address (empty: this computer)", optional=True
                 ),
                 self.max_pixels_parameter(),
+                QgsProcessingParameterNumber(
+                    self.CACHE_SIZE,
+                    "Keep fetched chunks of remote stores for the next run, up to (GB; 0: off)",
+                    QgsProcessingParameterNumber.Double,
+                    20,
+                    optional=True,
+                    minValue=0,
+                ),
             ]
         )
         self.addParameter(
@@ -202,6 +213,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                 max_pixels=max_pixels,
                 on_tile=live.on_tile if live is not None else None,
                 centre_first=live is not None,
+                cache=chunk_cache(self.parameterAsDouble(parameters, self.CACHE_SIZE, context)),
             )
         except BaseException as exc:
             if live is not None:
@@ -238,6 +250,18 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
         if loaded:
             feedback.pushInfo(f"{loaded} score layers will load into the project.")
         return {self.OUTPUT: output}
+
+
+def chunk_cache(gigabytes: float):
+    """The chunk cache in the profile's folder (EMBEDDING_CHANGE_CACHE_DIR overrides); False
+    (none) at 0 GB."""
+    from ..core.chunk_cache import ChunkCache
+    from ..dependencies.caches import chunk_cache_folder
+
+    if not gigabytes or gigabytes <= 0:
+        return False
+    folder = chunk_cache_folder(QgsApplication.qgisSettingsDirPath())
+    return ChunkCache(str(folder), max_bytes=int(gigabytes * 1e9))
 
 
 SETTINGS = "embedding_change/change_scores"

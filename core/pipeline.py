@@ -27,6 +27,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import kernels
 from .block_reads import mark_absent_years, read_block, read_error
+from .chunk_cache import ChunkCache, run_cache
 from .chunk_files import reused_buffer
 from .credentials import masked_log, public_options
 from .errors import EmbeddingChangeError, OutputError, ParameterError, StoreError
@@ -39,6 +40,7 @@ from .scheduling import retries_so_far, run_cancellable, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
     cached_embedding_store,
+    is_remote,
     open_embedding_store,
     remember_store,
     store_url,
@@ -61,6 +63,7 @@ class BlockJob:
     robust_zscore: bool
     retry: RetryPolicy = DEFAULT_POLICY
     run: str = ""  # this run's id: absent chunks are counted per run
+    cache: ChunkCache | None = None  # remote chunks read through it (core.chunk_cache)
 
 
 # Chunks read as absent (all fill) per run id, on this machine's worker threads.
@@ -89,6 +92,7 @@ def compute_change_scores(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     on_tile: Callable[[str, int, int, int, int], None] | None = None,
     centre_first: bool = False,
+    cache=None,
 ) -> xr.Dataset:
     """Score every pixel of the box's window and write the scores Zarr; returns it opened.
 
@@ -103,6 +107,9 @@ def compute_change_scores(
     written: `url` is where the run writes (a hidden partial folder until the run finishes),
     the rest the tile in output pixels. centre_first: score the blocks nearest the window's
     centre first (local threads), so that a viewer sees the middle of the view fill in first.
+    cache: where a remote store's chunks are kept for the next run (core.chunk_cache): None
+    for the default folder (EMBEDDING_CHANGE_CACHE_DIR, else the user's cache folder), a
+    folder, a ChunkCache (folder and size limit), or False for none. Local stores never are.
     """
     started = time.perf_counter()
     log = masked_log(log)  # no secret reaches a log line (core.credentials)
@@ -114,8 +121,10 @@ def compute_change_scores(
     if not isinstance(robust_zscore, bool | np.bool_ | int):
         raise ParameterError(f"robust_zscore must be True or False, not {robust_zscore!r}.")
     retries_before = _retries_of(store, output, scheduler)
+    chunk_cache = run_cache(cache, is_remote(store_url(store)))
+    cache_before = chunk_cache.counts() if chunk_cache else None
     source = run_cancellable(
-        lambda: open_embedding_store(store, variable, storage_options, retry), cancel
+        lambda: open_embedding_store(store, variable, storage_options, retry, chunk_cache), cancel
     )
     remember_store(source)
     year_indices = select_years(source, years)
@@ -134,6 +143,7 @@ def compute_change_scores(
         robust_zscore,
         retry,
         uuid.uuid4().hex,
+        chunk_cache,
     )
     labels = kernels.score_labels(methods, metric, robust_zscore)
     chosen_years = [int(source.times[i]) for i in year_indices]
@@ -183,6 +193,8 @@ def compute_change_scores(
         log(f"{retries} requests were retried after transient errors; the values are complete.")
     if absent:
         log(f"{absent} chunks absent: treated as no data.")
+    if chunk_cache:
+        log(chunk_cache.counts().since(cache_before).describe(chunk_cache.folder))
     result = xr.open_zarr(
         target.final_url, storage_options=target.storage_options or None, consolidated=True
     )
@@ -290,7 +302,9 @@ def run_attributes(source, window, years, methods, metric, robust_zscore) -> dic
 
 def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     """Read all years and bands of a block's pixels and score them: (time, score, y, x)."""
-    source = cached_embedding_store(job.url, job.variable, job.storage_options, job.retry)
+    source = cached_embedding_store(
+        job.url, job.variable, job.storage_options, job.retry, job.cache
+    )
     shape = (len(job.year_indices), source.array.shape[1], *block.shape)
     values = reused_buffer(shape, source.dtype)
     try:

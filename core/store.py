@@ -16,6 +16,8 @@ import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
+from .cached_store import CachingStore, store_identity
+from .chunk_cache import ChunkCache
 from .credentials import StorageOptions, fsspec_options, remember_secrets
 from .errors import StoreError
 from .failures import plain_cause
@@ -40,6 +42,7 @@ class EmbeddingStore:
     quantisation: Quantisation
     attrs: dict
     retry: RetryPolicy = DEFAULT_POLICY
+    cache: ChunkCache | None = None  # remote chunks read through this cache (core.chunk_cache)
 
     @property
     def dtype(self) -> np.dtype:
@@ -106,15 +109,19 @@ def zarr_store(
     *,
     read_only: bool = True,
     retry: RetryPolicy = DEFAULT_POLICY,
+    cache: ChunkCache | None = None,
 ):
-    """The zarr-python store object for a path or URL; remote ones retry (core.retry)."""
+    """The zarr-python store object for a path or URL; remote ones retry (core.retry) and,
+    given a cache, read chunks through it (core.cached_store)."""
     if not is_remote(url):
         return LocalStore(url, read_only=read_only)
-    store = FsspecStore.from_url(
-        url, storage_options=storage_options_for(url, storage_options), read_only=read_only
-    )
+    options = storage_options_for(url, storage_options)
+    store = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
     store.fs.retries = 1  # s3fs's own loop (5 tries of up to 15 s) would hide core.retry's
-    return RetryingStore(store, url, retry)
+    store = RetryingStore(store, url, retry)
+    if cache is not None and read_only:
+        store = CachingStore(store, store_identity(url, options), cache)
+    return store
 
 
 def open_embedding_store(
@@ -122,13 +129,15 @@ def open_embedding_store(
     variable: str = "embeddings",
     storage_options: dict | None = None,
     retry: RetryPolicy = DEFAULT_POLICY,
+    cache: ChunkCache | None = None,
 ) -> EmbeddingStore:
-    """Open the cube and check it is (time, band, y, x) with a grid; errors say what to fix."""
+    """Open the cube and check it is (time, band, y, x) with a grid; errors say what to fix.
+    `cache`: read a remote store's chunks through this chunk cache."""
     url = store_url(store)
     options = StorageOptions(storage_options or {})  # its repr masks secrets
-    group = _open_group(url, options, retry)
+    group = _open_group(url, options, retry, cache)
     try:
-        return _embedding_store(group, url, variable, options, retry)
+        return _embedding_store(group, url, variable, options, retry, cache)
     except StoreError:
         raise
     except Exception as exc:  # a metadata or coordinate read that failed after retries
@@ -138,7 +147,7 @@ def open_embedding_store(
         ) from exc
 
 
-def _embedding_store(group, url, variable, options, retry) -> EmbeddingStore:
+def _embedding_store(group, url, variable, options, retry, cache) -> EmbeddingStore:
     if variable not in group.array_keys():
         found = sorted(group.array_keys())
         raise StoreError(
@@ -168,6 +177,7 @@ def _embedding_store(group, url, variable, options, retry) -> EmbeddingStore:
         quantisation=Quantisation.from_attrs(attrs, array.dtype),
         attrs=attrs,
         retry=retry,
+        cache=cache,
     )
 
 
@@ -176,8 +186,8 @@ _opened_lock = threading.Lock()
 OPENED_STORES = 16  # the most stores kept open per process
 
 
-def _cache_key(url: str, variable: str, storage_options: dict | None, retry: RetryPolicy):
-    return url, variable, json.dumps(storage_options or {}, sort_keys=True), retry
+def _cache_key(url, variable, storage_options, retry, cache):
+    return url, variable, json.dumps(storage_options or {}, sort_keys=True), retry, cache
 
 
 def cached_embedding_store(
@@ -185,13 +195,14 @@ def cached_embedding_store(
     variable: str,
     storage_options: dict | None = None,
     retry: RetryPolicy = DEFAULT_POLICY,
+    cache: ChunkCache | None = None,
 ) -> EmbeddingStore:
     """The same store opened once per process: block tasks on dask workers call this."""
-    key = _cache_key(url, variable, storage_options, retry)
+    key = _cache_key(url, variable, storage_options, retry, cache)
     with _opened_lock:
         source = _opened.get(key)
     if source is None:
-        source = open_embedding_store(url, variable, storage_options, retry)
+        source = open_embedding_store(url, variable, storage_options, retry, cache)
         remember_store(source)
     return source
 
@@ -199,7 +210,9 @@ def cached_embedding_store(
 def remember_store(source: EmbeddingStore) -> None:
     """Keep an opened store for cached_embedding_store, so local worker threads do not open
     it again (against a slow server each open is a dozen metadata reads in a row)."""
-    key = _cache_key(source.url, source.variable, source.storage_options, source.retry)
+    key = _cache_key(
+        source.url, source.variable, source.storage_options, source.retry, source.cache
+    )
     with _opened_lock:
         _opened[key] = source
         while len(_opened) > OPENED_STORES:
@@ -243,9 +256,9 @@ def _coordinate(group: zarr.Group, name: str, default) -> np.ndarray:
     return np.asarray(default)
 
 
-def _open_group(url: str, storage_options: dict, retry: RetryPolicy) -> zarr.Group:
+def _open_group(url: str, storage_options: dict, retry: RetryPolicy, cache=None) -> zarr.Group:
     try:
-        return zarr.open_group(zarr_store(url, storage_options, retry=retry), mode="r")
+        return zarr.open_group(zarr_store(url, storage_options, retry=retry, cache=cache), mode="r")
     except FileNotFoundError as exc:
         raise StoreError(
             f"No Zarr store at {url}. Check the path or URL (and the endpoint or credentials "

@@ -20,9 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import caches
 from . import folder as folders
 from .locks import Lock, lock_for, pins_to_install, requirements_text
 from .requirements import REQUIRED
+
+# The plugin's own folder: the kernels are compiled from its files (numba's cache is per file).
+PLUGIN_FOLDER = Path(__file__).absolute().parents[1]
+# Compiles the scoring kernels in a new process: the plugin's package is taken from its folder
+# whatever that folder is called, without running its __init__ (which is QGIS's entry point).
+COMPILE = (
+    "import sys, types; "
+    "package = types.ModuleType('embedding_change'); package.__path__ = [sys.argv[1]]; "
+    "sys.modules['embedding_change'] = package; "
+    "from embedding_change.core.compile_kernels import main; sys.exit(main(sys.argv[2:]))"
+)
 
 # The verification imports every module the engine needs, from the new folder, in a new process.
 VERIFY = (
@@ -202,6 +214,7 @@ def install(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     remove_old_sets(root, keep=folder)
+    compile_kernels(python, folder, caches.kernel_cache_folder(profile), log, cancelled)
     progress(1.0)
     return InstallResult(folder, lock, len(pins), versions, any(p.name == "numpy" for p in pins))
 
@@ -286,6 +299,53 @@ def verify(python: Path, folder: Path) -> str:
             "stays in use."
         )
     return out.stdout.strip()
+
+
+def compile_kernels(
+    python: Path,
+    packages: Path | None,
+    cache_folder: Path,
+    log: Callable[[str], None] = print,
+    cancelled: Callable[[], bool] = lambda: False,
+    plugin: Path = PLUGIN_FOLDER,
+    year_counts=(),
+) -> bool:
+    """Compile the scoring kernels once into `cache_folder` (numba's cache), in a new process
+    with the installed `packages` first on its path, so the first run loads them. Best effort:
+    if it fails or is cancelled, the first run compiles instead (and says so)."""
+    env = _child_environment()
+    env["NUMBA_CACHE_DIR"] = str(cache_folder)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the plugin's folder
+    if packages is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(packages), *filter(None, [env.get("PYTHONPATH")])])
+    command = [str(python), "-c", COMPILE, str(plugin), *map(str, year_counts)]
+    log(f"Compiling the scoring kernels into {cache_folder} (once; about a minute) …")
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env=env,
+        **_no_window(),
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    while process.poll() is None:
+        if cancelled():
+            process.kill()
+            log("Compiling the kernels was cancelled: the first run compiles them instead.")
+            return False
+        time.sleep(0.1)
+    reader.join(timeout=10)
+    for line in lines:
+        log(line.rstrip())
+    if process.returncode != 0:
+        log("Could not compile the kernels now: the first run compiles them instead.")
+        return False
+    return True
 
 
 STALE_STAGING = 24 * 3600  # seconds after which a staging folder is a killed install's

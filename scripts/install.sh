@@ -7,6 +7,7 @@
 #          command with the plugin's lock for this Python (dependencies/locks, QGIS's numpy kept
 #          where it serves) and the dev lock (requirements/dev-py3.X.txt), hashes required
 #   .venv/qgis-plugins/embedding_change -> the checkout, on the venv's path
+#   the scoring kernels compiled into numba's cache (NUMBA_CACHE_DIR, as scripts/setup.sh sets it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -77,6 +78,21 @@ install_venv() {
   cp "$requirements" "$stamp"
 }
 
+compile_kernels() {
+  # Once per venv: a first run (demo, qgis_process) then loads the kernels instead of compiling
+  # them for ~40 s. Later edits of the kernels recompile on their first run, as numba does.
+  local stamp="$VENV/.kernels-compiled"
+  [ -f "$stamp" ] && cmp -s "$stamp" "$VENV/.installed" && return
+  log "compiling the scoring kernels into $NUMBA_CACHE_DIR (once, about a minute)"
+  if ! "$VENV/bin/python" -m embedding_change.core.compile_kernels >/dev/null; then
+    log "could not compile the kernels now: the first run compiles them instead"
+    return
+  fi
+  cp "$VENV/.installed" "$stamp"
+}
+
 install_qgis
 link_plugin
 install_venv
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/embedding_change/kernels}"
+compile_kernels

@@ -21,3 +21,5 @@ export QGIS_PLUGINPATH="$VENV/qgis-plugins"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 export EMBEDDING_CHANGE_VENV="$VENV"
+# The kernels scripts/install.sh compiled (a user folder: never next to the checkout's files).
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/embedding_change/kernels}"

@@ -38,6 +38,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def chunk_cache_folder(tmp_path_factory):
+    """Remote runs keep their chunks in the session's own folder, never the user's cache."""
+    folder = tmp_path_factory.mktemp("chunk-cache")
+    previous = os.environ.get("EMBEDDING_CHANGE_CACHE_DIR")
+    os.environ["EMBEDDING_CHANGE_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("EMBEDDING_CHANGE_CACHE_DIR", None)
+    else:
+        os.environ["EMBEDDING_CHANGE_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 server (moto) on loopback for the session; yields its endpoint URL."""

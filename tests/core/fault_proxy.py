@@ -66,6 +66,7 @@ class FaultProxy:
     upstream: str
     rules: list[Rule] = field(default_factory=list)
     requests: int = 0
+    seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
 
     def __post_init__(self):
         host, port = self.upstream.removeprefix("http://").split(":")
@@ -97,9 +98,10 @@ class FaultProxy:
         with self._lock:
             return sum(rule.hits for rule in self.rules)
 
-    def rule_for(self, method: str, path: str) -> Rule | None:
+    def rule_for(self, method: str, path: str, byte_range: str | None = None) -> Rule | None:
         with self._lock:
             self.requests += 1
+            self.seen.append((method, path, byte_range))
             return next((r for r in self.rules if r.applies(method, path)), None)
 
     def exit(self, back_after: float = 0.0) -> None:
@@ -150,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._request_body()
         if proxy.gone:
             return self._reset()
-        rule = proxy.rule_for(self.command, self.path)
+        rule = proxy.rule_for(self.command, self.path, self.headers.get("Range"))
         action = rule.action if rule else None
         if action == "exit":
             proxy.exit(back_after=rule.seconds)

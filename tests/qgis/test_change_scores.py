@@ -98,6 +98,7 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
         "AUTHCFG",
         "SCHEDULER",
         "MAX_PIXELS",
+        "CACHE_SIZE",
         "LOAD",
         "LIVE",
         "OUTPUT",
@@ -112,7 +113,8 @@ def test_parameters_keep_the_names_and_defaults_models_rely_on(provider):
     assert parameter("METRIC").options() == list(kernels.METRICS) == list(METRICS)
     assert parameter("METHODS").defaultValue() == [0, 1]
     assert parameter("ROBUST_ZSCORE").defaultValue() is True
-    for name in ("STORAGE_OPTIONS", "SCHEDULER", "MAX_PIXELS", "LIVE"):
+    assert parameter("CACHE_SIZE").defaultValue() == 20
+    for name in ("STORAGE_OPTIONS", "SCHEDULER", "MAX_PIXELS", "CACHE_SIZE", "LIVE"):
         assert parameter(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert not algorithm.flags() & QgsProcessingAlgorithm.FlagNoThreading
     assert algorithm.flags() & QgsProcessingAlgorithm.FlagCanCancel
@@ -187,6 +189,50 @@ def test_reads_a_store_from_the_local_s3_server(
     got = scores_of(result["OUTPUT"])
     assert list(got["band"].values) == ["loo_medoid_euclidean_distance"]
     np.testing.assert_array_equal(got["scores"].values, expected["scores"].values)
+
+
+def test_a_second_run_on_s3_reads_its_chunks_from_the_cache_unless_it_is_off(
+    provider, s3_bucket, s3_storage_options, aws_variables, tmp_path, monkeypatch
+):
+    from embedding_change.core.synthetic import write_aef_like_store
+
+    monkeypatch.setenv("EMBEDDING_CHANGE_CACHE_DIR", str(tmp_path / "chunks"))
+    url = f"{s3_bucket}/aef.zarr"
+    write_aef_like_store(url, shape=(256, 256), bands=8, seed=3, storage_options=s3_storage_options)
+    logs = []
+    for i, size in enumerate((20, 20, 0)):
+        feedback = QgsProcessingFeedback()
+        parameters = {
+            "STORE": url,
+            "STORAGE_OPTIONS": json.dumps(aws_variables),
+            "EXTENT": "-180,180,-90,90 [EPSG:4326]",
+            "CACHE_SIZE": size,
+            "OUTPUT": str(tmp_path / f"run{i}.zarr"),
+        }
+        run(parameters, feedback)
+        logs.append(feedback.textLog())
+
+    assert f"Chunk cache {tmp_path / 'chunks'}: 0 of " in logs[0]
+    assert "chunk reads from the cache" in logs[1] and ", 0 fetched (0.0 MB)" in logs[1]
+    assert "Chunk cache" not in logs[2]
+    assert list((tmp_path / "chunks").rglob("*.chunk"))
+
+
+def test_the_chunk_cache_is_in_the_profile_folder_unless_the_variable_says_otherwise(
+    tmp_path, monkeypatch
+):
+    from pathlib import Path
+
+    from embedding_change.algorithms.change_scores import chunk_cache
+
+    monkeypatch.delenv("EMBEDDING_CHANGE_CACHE_DIR", raising=False)
+    profile = Path(QgsApplication.qgisSettingsDirPath())
+    assert chunk_cache(20).folder == str(profile / "embedding_change" / "chunks")
+    assert chunk_cache(20).max_bytes == 20 * 10**9
+    assert chunk_cache(0) is False
+    monkeypatch.setenv("EMBEDDING_CHANGE_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert chunk_cache(1.5).folder == str(tmp_path / "elsewhere")
+    assert chunk_cache(1.5).max_bytes == 1_500_000_000
 
 
 def test_years_parameter_scores_only_those_years(provider, aef_store, tmp_path):
