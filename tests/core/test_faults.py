@@ -660,11 +660,13 @@ def test_cancel_while_the_open_hangs_returns_within_5_s(
 ):
     proxy.add(Rule("hang"))
     url, _ = remote_store
-    began = []
+    hung_since = []
 
-    def cancel():
-        began.append(time.monotonic())
-        return time.monotonic() - began[0] > 1.0
+    def cancel():  # the analyst presses cancel 1 s after the open's first request hung
+        if proxy.hits() == 0:  # on a loaded machine the open may take a while to get there
+            return False
+        hung_since.append(time.monotonic())
+        return time.monotonic() - hung_since[0] > 1.0
 
     with pytest.raises(CancelledError, match="while opening"):
         compute_change_scores(
@@ -673,7 +675,7 @@ def test_cancel_while_the_open_hangs_returns_within_5_s(
             storage_options=through(proxy, s3_storage_options),
             cancel=cancel,  # the default policy: the open alone would wait a minute
         )
-    assert time.monotonic() - began[0] < 1.0 + 5
+    assert time.monotonic() - hung_since[0] < 1.0 + 5
     assert proxy.hits() >= 1
     assert leftovers(tmp_path) == []
 
