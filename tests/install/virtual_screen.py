@@ -15,6 +15,7 @@ import select
 import socket
 import struct
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,6 +70,25 @@ def answers(number: int) -> str:
     return f"the server refused the connection set-up (reply {reply!r})"
 
 
+def _announcement(ready: int, seconds: float = 90) -> str:
+    """The display number Xvfb writes to -displayfd, read up to its newline.
+
+    Xvfb writes the number and the newline in two writes and dies ("Cannot write display
+    number to fd") when the second finds the pipe closed: closing it after the first read
+    killed the server just after it announced itself, and QGIS then could not connect.
+    Its keymap compiler can take a while on a busy machine.
+    """
+    said = b""
+    deadline = time.monotonic() + seconds
+    while not said.endswith(b"\n"):
+        readable, _, _ = select.select([ready], [], [], max(0.0, deadline - time.monotonic()))
+        part = os.read(ready, 64) if readable else b""
+        if not part:  # timed out, or the server exited
+            break
+        said += part
+    return said.decode().strip()
+
+
 @contextmanager
 def virtual_screen(log: Path, tries: int = 4):
     """Yield the DISPLAY of a fresh Xvfb that answers; its output goes to ``log``."""
@@ -84,9 +104,7 @@ def virtual_screen(log: Path, tries: int = 4):
                 stdout=out, stderr=subprocess.STDOUT, pass_fds=(announce,),
             )  # fmt: skip
         os.close(announce)
-        # Its keymap compiler can take a while on a busy machine.
-        readable, _, _ = select.select([ready], [], [], 90)
-        announced = os.read(ready, 64).decode().strip() if readable else ""
+        announced = _announcement(ready)
         os.close(ready)
         why = answers(number) if announced == str(number) else "it did not announce its display"
         if not why:
