@@ -10,6 +10,8 @@ Prints, next to the targets of issue 3:
   loopback S3 server (benchmarks/object_server.py, no latency or bandwidth cap: the S3 path's
   own cost), with the process CPU seconds per Mpx (steadier on a shared machine), and from
   disk with the kernel replaced by a stand-in: what the pipeline itself costs;
+- the same window from disk in the mosaic's sharded layout (the store) and from a copy of the
+  same values with every chunk an object of its own (layout="chunked"), and their ratio;
 - peak RSS of a fresh process scoring the size/2 window and the size window (4x the area),
   and the peak above that process's RSS after its imports, so imports don't hide the growth.
 
@@ -224,8 +226,12 @@ def main():
             f"   target >= 40: {check(ratio, 40)}"
         )
 
+        chunked = store.with_name(store.stem + "_chunked.zarr")
+        if not chunked.exists():
+            write_aef_like_store(str(chunked), shape=(size, size), layout="chunked")
         bbox = window_bbox(store, half)
         disk, disk_cpu = pipeline_rate(str(store), workdir, "disk", bbox)
+        plain, plain_cpu = pipeline_rate(str(chunked), workdir, "chunked", bbox)
         bare, bare_cpu = without_kernel(lambda: pipeline_rate(str(store), workdir, "bare", bbox))
         with object_server.start(store.parent) as server:
             url, options = server.url(store.name), server.storage_options
@@ -239,6 +245,12 @@ def main():
         )
         s3_text = f"{s3:6.2f} Mpx/s  {s3_cpu:5.2f} CPU s/Mpx"
         print(f"  from S3   {s3_text}   (loopback object server, uncapped)")
+        shards = open_embedding_store(str(store)).array.shards
+        print(
+            f"  from disk, chunked layout {plain:6.2f} Mpx/s  {plain_cpu:5.2f} CPU s/Mpx;"
+            f" sharded ({shards[2]} x {shards[3]} px shards) / chunked: {disk / plain:.2f}"
+            f"   target >= 0.9: {check(disk / plain, 0.9)}"
+        )
         print(
             f"  pipeline's own cost (disk, kernel replaced by a stand-in): {1 / bare:.2f} s/Mpx,"
             f" {bare_cpu:.2f} CPU s/Mpx"

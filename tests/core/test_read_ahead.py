@@ -94,3 +94,21 @@ def test_chunks_of_the_next_blocks_are_in_flight_while_one_is_scored(
     assert at_once_without <= 8
     assert proxy.most_in_flight > 8
     np.testing.assert_array_equal(ahead.scores.values, without.scores.values)
+
+
+def test_a_store_sent_to_cluster_workers_is_rebuilt_once_per_process_without_requests(
+    mosaic_on_s3, proxy, s3_storage_options
+):
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = mosaic_on_s3
+    source = open_embedding_store(url, storage_options=through(proxy, s3_storage_options))
+    sent = pickle.dumps(source)
+    opened = proxy.requests
+    with ThreadPoolExecutor(4) as pool:  # worker threads unpickling their tasks at once
+        rebuilt = list(pool.map(pickle.loads, [sent] * 8))
+    assert proxy.requests == opened
+    assert all(r is rebuilt[0] for r in rebuilt)
+    assert rebuilt[0].grid == source.grid and rebuilt[0].array.shards == source.array.shards
+    np.testing.assert_array_equal(rebuilt[0].array[1, :, :5, :5], source.array[1, :, :5, :5])
