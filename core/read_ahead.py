@@ -114,7 +114,8 @@ def _range(start: int, stop: int):
 
 
 def _bytes(buffer):
-    return None if buffer is None else buffer.to_bytes()
+    """The bytes of a zarr Buffer as a uint8 array, without copying them."""
+    return None if buffer is None else buffer.as_numpy_array()
 
 
 class ReadAhead:
