@@ -37,7 +37,7 @@ from .quantisation import SIGNED_SQUARE
 from .read_ahead import READ_AHEAD_REQUESTS, end_run, run_reads, start_read_ahead
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .run_size import DEFAULT_MAX_PIXELS, guard_run, note_transfer
-from .scheduling import retries_so_far, run_cancellable, run_tasks, runs_locally
+from .scheduling import retries_so_far, run_cancellable, run_order, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
     cached_embedding_store,
@@ -185,7 +185,8 @@ def compute_change_scores(
         writes = tile_writes(job, source, window, len(labels), target, create)
         if runs_locally(scheduler) and is_remote(source.url):
             requests = READ_AHEAD_REQUESTS if read_ahead is None else int(read_ahead)
-            order = scoring_order(writes, window, source.chunks[2:])
+            by_corner = {(b.row0, b.col0): b for b in blocks(window, source.chunks[2:])}
+            order = [by_corner[key[1:]] for key in run_order(writes, SCORE_TASKS)]
             start_read_ahead(job.run, source, year_indices, order, requests)
         run_tasks(
             writes,
@@ -394,18 +395,6 @@ def tile_writes(job, source, window, n_scores, target, create=None) -> list:
             writes.append(key)
     layers = HighLevelGraph.from_collections(name, graph, dependencies=())
     return [Delayed(key, layers, layer=name) for key in writes]
-
-
-def scoring_order(writes: list, window: PixelWindow, chunk) -> list[PixelWindow]:
-    """The window's blocks in the order dask's scheduler will score them (its priorities), for
-    the read-ahead to fetch them in."""
-    from dask.order import order
-
-    by_corner = {(b.row0, b.col0): b for b in blocks(window, chunk)}
-    graph = dict(writes[0].dask) if writes else {}
-    priorities = order(graph)
-    scored = [k for k in graph if isinstance(k, tuple) and k[0].startswith(SCORE_TASKS)]
-    return [by_corner[k[1:]] for k in sorted(scored, key=priorities.__getitem__)]
 
 
 def _block_of(window: PixelWindow, part: PixelWindow, chunk: tuple[int, int]) -> PixelWindow:

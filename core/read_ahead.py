@@ -145,6 +145,11 @@ class ReadAhead:
             self._top_up()
         return future.result()
 
+    def start(self) -> None:
+        """Send the first blocks' requests now, before the first block task asks for them."""
+        with self._lock:
+            self._top_up()
+
     def close(self) -> None:
         """Cancel what is still in flight (the run ended, failed or was cancelled)."""
         with self._lock:
@@ -254,6 +259,7 @@ def start_read_ahead(run: str, source, years, order, requests: int) -> None:
     remote = reads.remote_chunks(source)
     if remote is not None and requests > 0:
         reads.ahead = ReadAhead(remote, years, order, requests)
+        reads.ahead.start()
 
 
 def end_run(run: str) -> None:
