@@ -338,6 +338,7 @@ def _members(group: zarr.Group, names) -> list:
 
     async def member(name):
         try:
+            # zarr.Group has no public async lookup; its AsyncGroup's getitem is that.
             return await group._async_group.getitem(name)
         except KeyError:
             return None
