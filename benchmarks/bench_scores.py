@@ -141,6 +141,25 @@ def layouts_rates(stores, workdir, bbox, repeats=3):
     return best
 
 
+def read_path_cpu(stores, pixels, repeats=3):
+    """CPU seconds of reading a pixels^2 window's blocks (all years and bands) into one buffer
+    on one thread, per store: the read path alone, best of `repeats` interleaved rounds."""
+    from embedding_change.core.block_reads import read_block
+    from embedding_change.core.read_ahead import RunReads
+    from embedding_change.core.window import PixelWindow, blocks
+
+    sources = [open_embedding_store(str(s)) for s in stores]
+    best = [np.inf] * len(stores)
+    for _ in range(repeats):
+        for i, source in enumerate(sources):
+            reads, start = RunReads(), time.process_time()
+            out = np.empty((len(source.times), source.array.shape[1], BLOCK, BLOCK), np.int8)
+            for block in blocks(PixelWindow(0, pixels, 0, pixels), (BLOCK, BLOCK)):
+                read_block(source, range(len(source.times)), block, out, reads)
+            best[i] = min(best[i], time.process_time() - start)
+    return best
+
+
 def without_kernel(run):
     """run() with the kernel replaced by a stand-in returning zeros: the pipeline's own cost."""
     kernel = kernels.change_scores
@@ -242,6 +261,7 @@ def main():
         bbox = window_bbox(store, half)
         # Interleaved, so the neighbours' load changes hit both layouts alike.
         (disk, disk_cpu), (plain, plain_cpu) = layouts_rates([store, chunked], workdir, bbox)
+        read_sharded, read_chunked = read_path_cpu([store, chunked], half)
         bare, bare_cpu = without_kernel(lambda: pipeline_rate(str(store), workdir, "bare", bbox))
         with object_server.start(store.parent) as server:
             url, options = server.url(store.name), server.storage_options
@@ -260,6 +280,10 @@ def main():
             f"  from disk, chunked layout {plain:6.2f} Mpx/s  {plain_cpu:5.2f} CPU s/Mpx;"
             f" sharded ({shards[2]} x {shards[3]} px shards) / chunked: {disk / plain:.2f}"
             f" (CPU: {plain_cpu / disk_cpu:.2f})   target >= 0.9: {check(disk / plain, 0.9)}"
+        )
+        print(
+            f"  read path alone (1 thread, CPU s): sharded {read_sharded:.2f}, chunked"
+            f" {read_chunked:.2f}; chunked / sharded {read_chunked / read_sharded:.2f}"
         )
         print(
             f"  pipeline's own cost (disk, kernel replaced by a stand-in): {1 / bare:.2f} s/Mpx,"
