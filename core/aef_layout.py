@@ -41,20 +41,24 @@ QUANTIZATION = {
 }
 
 
-def mosaic_attrs(grid: Grid, bands: int, model: str, source_data: str) -> dict:
-    """The mosaic's group attributes for a store on `grid`."""
-    attrs = grid.spatial_attrs()
-    attrs["zarr_conventions"] = [*attrs.get("zarr_conventions", []), GEOEMB_CONVENTION]
+def embedding_attrs(bands: int, gsd: float, model: str, source_data: str) -> dict:
+    """The mosaic's geoemb: attributes (its grid's come from Grid.spatial_attrs)."""
     return {
-        **attrs,
         "geoemb:type": "pixel",
         "geoemb:dimensions": bands,
         "geoemb:model": model,
         "geoemb:source_data": source_data,
         "geoemb:data_type": "int8",
-        "geoemb:gsd": grid.transform[0],
+        "geoemb:gsd": gsd,
         "geoemb:quantization": dict(QUANTIZATION),
     }
+
+
+def mosaic_attrs(grid: Grid, bands: int, model: str, source_data: str) -> dict:
+    """The mosaic's group attributes for a store on `grid`."""
+    attrs = grid.spatial_attrs()
+    attrs["zarr_conventions"] = [*attrs.get("zarr_conventions", []), GEOEMB_CONVENTION]
+    return {**attrs, **embedding_attrs(bands, grid.transform[0], model, source_data)}
 
 
 def shard_shape(shape: tuple[int, int], shard, chunk: int) -> tuple[int, int]:
