@@ -183,10 +183,12 @@ def compute_change_scores(
             create()
             create = None
         writes = tile_writes(job, source, window, len(labels), target, create)
+        first = centre_first_rank(window, source.chunks[2:]) if centre_first else None
         if runs_locally(scheduler) and is_remote(source.url):
             requests = READ_AHEAD_REQUESTS if read_ahead is None else int(read_ahead)
             by_corner = {(b.row0, b.col0): b for b in blocks(window, source.chunks[2:])}
-            order = [by_corner[key[1:]] for key in run_order(writes, SCORE_TASKS)]
+            keys = sorted(run_order(writes, SCORE_TASKS), key=first or (lambda key: 0))
+            order = [by_corner[key[1:]] for key in keys]  # as the threads will score them
             start_read_ahead(job.run, source, year_indices, order, requests)
         run_tasks(
             writes,
@@ -194,7 +196,7 @@ def compute_change_scores(
             cancel=cancel,
             scheduler=scheduler,
             on_done=tile_reporter(on_tile, target.url, window, log),
-            first=centre_first_rank(window, source.chunks[2:]) if centre_first else None,
+            first=first,
         )
         retries = _retries_of(store, output, scheduler) - retries_before
         absent = _absent_chunks.pop(job.run, 0)
