@@ -196,7 +196,7 @@ class ChangeScoresAlgorithm(EmbeddingChangeAlgorithm):
                     "later runs load it from numba's cache."
                 )
             scores = compute_change_scores(
-                store,
+                source,  # opened once: the engine does not open it again
                 output,
                 bbox=bbox,
                 variable=variable,

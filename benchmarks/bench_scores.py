@@ -10,6 +10,8 @@ Prints, next to the targets of issue 3:
   loopback S3 server (benchmarks/object_server.py, no latency or bandwidth cap: the S3 path's
   own cost), with the process CPU seconds per Mpx (steadier on a shared machine), and from
   disk with the kernel replaced by a stand-in: what the pipeline itself costs;
+- the same window from disk in the mosaic's sharded layout (the store) and from a copy of the
+  same values with every chunk an object of its own (layout="chunked"), and their ratio;
 - peak RSS of a fresh process scoring the size/2 window and the size window (4x the area),
   and the peak above that process's RSS after its imports, so imports don't hide the growth.
 
@@ -129,6 +131,35 @@ def pipeline_rate(store, workdir, name, bbox, storage_options=None, repeats=2):
     return best
 
 
+def layouts_rates(stores, workdir, bbox, repeats=3):
+    """pipeline_rate of each store, best of `repeats` rounds of one run of each."""
+    best = [(0.0, np.inf)] * len(stores)
+    for _ in range(repeats):
+        for i, store in enumerate(stores):
+            rate, cpu = pipeline_rate(str(store), workdir, f"layout{i}", bbox, repeats=1)
+            best[i] = (max(best[i][0], rate), min(best[i][1], cpu))
+    return best
+
+
+def read_path_cpu(stores, pixels, repeats=3):
+    """CPU seconds of reading a pixels^2 window's blocks (all years and bands) into one buffer
+    on one thread, per store: the read path alone, best of `repeats` interleaved rounds."""
+    from embedding_change.core.block_reads import read_block
+    from embedding_change.core.read_ahead import RunReads
+    from embedding_change.core.window import PixelWindow, blocks
+
+    sources = [open_embedding_store(str(s)) for s in stores]
+    best = [np.inf] * len(stores)
+    for _ in range(repeats):
+        for i, source in enumerate(sources):
+            reads, start = RunReads(), time.process_time()
+            out = np.empty((len(source.times), source.array.shape[1], BLOCK, BLOCK), np.int8)
+            for block in blocks(PixelWindow(0, pixels, 0, pixels), (BLOCK, BLOCK)):
+                read_block(source, range(len(source.times)), block, out, reads)
+            best[i] = min(best[i], time.process_time() - start)
+    return best
+
+
 def without_kernel(run):
     """run() with the kernel replaced by a stand-in returning zeros: the pipeline's own cost."""
     kernel = kernels.change_scores
@@ -224,8 +255,13 @@ def main():
             f"   target >= 40: {check(ratio, 40)}"
         )
 
+        chunked = store.with_name(store.stem + "_chunked.zarr")
+        if not chunked.exists():
+            write_aef_like_store(str(chunked), shape=(size, size), layout="chunked")
         bbox = window_bbox(store, half)
-        disk, disk_cpu = pipeline_rate(str(store), workdir, "disk", bbox)
+        # Interleaved, so the neighbours' load changes hit both layouts alike.
+        (disk, disk_cpu), (plain, plain_cpu) = layouts_rates([store, chunked], workdir, bbox)
+        read_sharded, read_chunked = read_path_cpu([store, chunked], half)
         bare, bare_cpu = without_kernel(lambda: pipeline_rate(str(store), workdir, "bare", bbox))
         with object_server.start(store.parent) as server:
             url, options = server.url(store.name), server.storage_options
@@ -239,6 +275,16 @@ def main():
         )
         s3_text = f"{s3:6.2f} Mpx/s  {s3_cpu:5.2f} CPU s/Mpx"
         print(f"  from S3   {s3_text}   (loopback object server, uncapped)")
+        shards = open_embedding_store(str(store)).array.shards
+        print(
+            f"  from disk, chunked layout {plain:6.2f} Mpx/s  {plain_cpu:5.2f} CPU s/Mpx;"
+            f" sharded ({shards[2]} x {shards[3]} px shards) / chunked: {disk / plain:.2f}"
+            f" (CPU: {plain_cpu / disk_cpu:.2f})   target >= 0.9: {check(disk / plain, 0.9)}"
+        )
+        print(
+            f"  read path alone (1 thread, CPU s): sharded {read_sharded:.2f}, chunked"
+            f" {read_chunked:.2f}; chunked / sharded {read_chunked / read_sharded:.2f}"
+        )
         print(
             f"  pipeline's own cost (disk, kernel replaced by a stand-in): {1 / bare:.2f} s/Mpx,"
             f" {bare_cpu:.2f} CPU s/Mpx"

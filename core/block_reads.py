@@ -10,12 +10,22 @@ from zarr.core.buffer.cpu import NDBuffer
 from .chunk_files import read_chunks
 from .errors import StoreError
 from .failures import chunk_key, chunk_of_key, decode_cause, failed_key, storage_chunks
+from .read_ahead import RunReads
 from .store import EmbeddingStore
 from .window import PixelWindow
 
 
-def read_block(source: EmbeddingStore, year_indices, block: PixelWindow, out: np.ndarray):
-    """The block's values of those years into `out`: chunk files directly, else through zarr."""
+def read_block(
+    source: EmbeddingStore,
+    year_indices,
+    block: PixelWindow,
+    out: np.ndarray,
+    reads: RunReads | None = None,
+):
+    """The block's values of those years into `out`: shards or chunk files directly (with the
+    run's shard indexes and read-ahead, core.read_ahead), else through zarr."""
+    if (reads or RunReads()).read(source, year_indices, block, out):
+        return
     if read_chunks(source.array, year_indices, block, out):
         return
     rows, cols = slice(block.row0, block.row1), slice(block.col0, block.col1)

@@ -26,9 +26,10 @@ from .window import PixelWindow
 _ZSTD = numcodecs.Zstd()
 
 
-def chunk_codec(array: zarr.Array) -> str | None:
-    """ "raw" or "zstd" for a local array whose chunks are native-order C bytes, else None."""
-    if not isinstance(array.store, LocalStore):
+def chunk_codec(array: zarr.Array, local_only: bool = True) -> str | None:
+    """ "raw" or "zstd" for an array (local unless local_only is False) whose chunks are
+    native-order C bytes, else None."""
+    if local_only and not isinstance(array.store, LocalStore):
         return None
     if array.dtype.byteorder not in ("=", "|", "<" if sys.byteorder == "little" else ">"):
         return None

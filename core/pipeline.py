@@ -34,14 +34,16 @@ from .errors import EmbeddingChangeError, OutputError, ParameterError, StoreErro
 from .failures import plain_cause
 from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_error
 from .quantisation import SIGNED_SQUARE
+from .read_ahead import READ_AHEAD_REQUESTS, end_run, run_reads, start_read_ahead
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .run_size import DEFAULT_MAX_PIXELS, guard_run, note_transfer
-from .scheduling import retries_so_far, run_cancellable, run_tasks, runs_locally
+from .scheduling import retries_so_far, run_cancellable, run_order, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
     cached_embedding_store,
     is_remote,
     open_embedding_store,
+    reading_through,
     remember_store,
     store_url,
 )
@@ -64,8 +66,10 @@ class BlockJob:
     retry: RetryPolicy = DEFAULT_POLICY
     run: str = ""  # this run's id: absent chunks are counted per run
     cache: ChunkCache | None = None  # remote chunks read through it (core.chunk_cache)
+    source: EmbeddingStore | None = None  # the run's opened store (travels as its metadata)
 
 
+SCORE_TASKS = "change-scores-"  # the block tasks' key prefix
 # Chunks read as absent (all fill) per run id, on this machine's worker threads.
 _absent_chunks = Counter()
 _absent_lock = threading.Lock()
@@ -93,6 +97,7 @@ def compute_change_scores(
     on_tile: Callable[[str, int, int, int, int], None] | None = None,
     centre_first: bool = False,
     cache=None,
+    read_ahead: int | None = None,
 ) -> xr.Dataset:
     """Score every pixel of the box's window and write the scores Zarr; returns it opened.
 
@@ -110,6 +115,9 @@ def compute_change_scores(
     cache: where a remote store's chunks are kept for the next run (core.chunk_cache): None
     for the default folder (EMBEDDING_CHANGE_CACHE_DIR, else the user's cache folder), a
     folder, a ChunkCache (folder and size limit), or False for none. Local stores never are.
+    store may also be an EmbeddingStore already opened (open_embedding_store): it is not
+    opened again. read_ahead: requests in flight ahead of the kernel for a remote store
+    (None: core.read_ahead.READ_AHEAD_REQUESTS; 0: none).
     """
     started = time.perf_counter()
     log = masked_log(log)  # no secret reaches a log line (core.credentials)
@@ -120,12 +128,18 @@ def compute_change_scores(
     bbox = check_bbox(bbox)
     if not isinstance(robust_zscore, bool | np.bool_ | int):
         raise ParameterError(f"robust_zscore must be True or False, not {robust_zscore!r}.")
-    retries_before = _retries_of(store, output, scheduler)
-    chunk_cache = run_cache(cache, is_remote(store_url(store)))
+    url = store.url if isinstance(store, EmbeddingStore) else store_url(store)
+    retries_before = _retries_of(url, output, scheduler)
+    chunk_cache = run_cache(cache, is_remote(url))
     cache_before = chunk_cache.counts() if chunk_cache else None
-    source = run_cancellable(
-        lambda: open_embedding_store(store, variable, storage_options, retry, chunk_cache), cancel
-    )
+    if isinstance(store, EmbeddingStore):  # opened by the caller: not opened again
+        source = reading_through(store, chunk_cache)
+    else:
+        source = run_cancellable(
+            lambda: open_embedding_store(store, variable, storage_options, retry, chunk_cache),
+            cancel,
+        )
+    store = source.url
     remember_store(source)
     year_indices = select_years(source, years)
     warn_few_years(len(year_indices), methods, robust_zscore, log)
@@ -135,15 +149,16 @@ def compute_change_scores(
     target = OutputTarget.prepare(output, output_storage_options, retry=retry, log=log)
     job = BlockJob(
         source.url,
-        variable,
+        source.variable,
         source.storage_options,
         year_indices,
         methods,
         metric,
         robust_zscore,
-        retry,
+        source.retry,
         uuid.uuid4().hex,
         chunk_cache,
+        source,
     )
     labels = kernels.score_labels(methods, metric, robust_zscore)
     chosen_years = [int(source.times[i]) for i in year_indices]
@@ -168,21 +183,30 @@ def compute_change_scores(
             create()
             create = None
         writes = tile_writes(job, source, window, len(labels), target, create)
+        first = centre_first_rank(window, source.chunks[2:]) if centre_first else None
+        if runs_locally(scheduler) and is_remote(source.url):
+            requests = READ_AHEAD_REQUESTS if read_ahead is None else int(read_ahead)
+            by_corner = {(b.row0, b.col0): b for b in blocks(window, source.chunks[2:])}
+            keys = sorted(run_order(writes, SCORE_TASKS), key=first or (lambda key: 0))
+            order = [by_corner[key[1:]] for key in keys]  # as the threads will score them
+            start_read_ahead(job.run, source, year_indices, order, requests)
         run_tasks(
             writes,
             progress=progress,
             cancel=cancel,
             scheduler=scheduler,
             on_done=tile_reporter(on_tile, target.url, window, log),
-            first=centre_first_rank(window, source.chunks[2:]) if centre_first else None,
+            first=first,
         )
         retries = _retries_of(store, output, scheduler) - retries_before
         absent = _absent_chunks.pop(job.run, 0)
+        end_run(job.run)
         target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})
         note_transfer(source.url, size.nbytes, time.perf_counter() - started)
     except BaseException as exc:
         target.discard()
         _absent_chunks.pop(job.run, None)
+        end_run(job.run)
         if isinstance(exc, EmbeddingChangeError) or not isinstance(exc, Exception):
             raise
         raise EmbeddingChangeError(
@@ -302,13 +326,13 @@ def run_attributes(source, window, years, methods, metric, robust_zscore) -> dic
 
 def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
     """Read all years and bands of a block's pixels and score them: (time, score, y, x)."""
-    source = cached_embedding_store(
+    source = job.source or cached_embedding_store(
         job.url, job.variable, job.storage_options, job.retry, job.cache
     )
     shape = (len(job.year_indices), source.array.shape[1], *block.shape)
     values = reused_buffer(shape, source.dtype)
     try:
-        read_block(source, job.year_indices, block, values)
+        read_block(source, job.year_indices, block, values, run_reads(job.run))
     except Exception as exc:
         raise read_error(source, job.year_indices, block, exc) from exc
     nodata = source.quantisation.nodata
@@ -338,7 +362,7 @@ def tile_writes(job, source, window, n_scores, target, create=None) -> list:
     """
     chunk = (source.chunks[2], source.chunks[3])
     token = dask.base.tokenize(job, window, target.url)
-    name = f"change-scores-{token}"
+    name = f"{SCORE_TASKS}{token}"
     graph = {(name, b.row0, b.col0): (score_block, job, b) for b in blocks(window, chunk)}
     created = None
     if create is not None:

@@ -156,7 +156,10 @@ def _add_embedding_distances(profile: PixelProfile, attrs: dict, storage_options
         return
     indices = [times.index(year) for year in profile.years]
     r, c = window["row0"] + profile.row, window["col0"] + profile.col
-    raw = np.asarray(store.array.get_orthogonal_selection((indices, slice(None), r, c)))
+    # One-pixel slices, not integers: zarr 3.1 fails on integer y/x of a sharded array
+    # (it broadcasts the inner chunk's (64, 1, 1) into (1, 64)).
+    pixel = (indices, slice(None), slice(r, r + 1), slice(c, c + 1))
+    raw = np.asarray(store.array.get_orthogonal_selection(pixel))[:, :, 0, 0]
     vectors, valid = embedding_vectors(raw, store.quantisation, profile.metric)
     profile.distances = distance_matrix(vectors, valid, profile.metric or "alpha_earth_cosine")
     profile.has_data = valid

@@ -101,6 +101,17 @@ def _retries_of_process(urls) -> tuple[int, int]:
     return os.getpid(), sum(retry_count(url) for url in urls)
 
 
+def run_order(tasks: list, prefix: str) -> list:
+    """The keys of the tasks' graph that start with `prefix`, in the order dask's local
+    scheduler runs them (its priorities): the read-ahead fetches blocks in that order."""
+    from dask.order import order
+
+    graph = dict(tasks[0].dask) if tasks else {}
+    priorities = order(graph)
+    keys = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith(prefix)]
+    return sorted(keys, key=priorities.__getitem__)
+
+
 def runs_locally(scheduler) -> bool:
     """Whether run_tasks runs on this process's threads (else on a dask.distributed cluster)."""
     return scheduler is None or scheduler in THREADS or scheduler in SINGLE_THREAD

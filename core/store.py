@@ -6,15 +6,19 @@ Zarr v2 and v3, consolidated or not.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.storage import FsspecStore, LocalStore
+from zarr.core.array import parse_array_metadata
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore, StorePath
 
 from .cached_store import CachingStore, store_identity
 from .chunk_cache import ChunkCache
@@ -52,6 +56,61 @@ class EmbeddingStore:
     def chunks(self) -> tuple[int, ...]:
         return tuple(self.array.chunks)
 
+    def __reduce__(self):
+        """Pickled (to dask workers) as its metadata: the worker rebuilds it without a request."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "array"}
+        return _rebuilt_store, (values, self.array.path, self.array.metadata.to_dict())
+
+    def __dask_tokenize__(self):
+        return (
+            self.url,
+            self.variable,
+            json.dumps(self.storage_options, sort_keys=True, default=str),
+            self.retry,
+            json.dumps(self.array.metadata.to_dict(), default=str),
+        )
+
+
+def reading_through(source: EmbeddingStore, cache) -> EmbeddingStore:
+    """The opened store with its chunks read through `cache` (no request: metadata kept)."""
+    if cache is source.cache:
+        return source
+    values = {f.name: getattr(source, f.name) for f in fields(source) if f.name != "array"}
+    values["cache"] = cache
+    return _rebuilt_store(values, source.array.path, source.array.metadata.to_dict())
+
+
+def _rebuilt_store(values: dict, path: str, metadata: dict) -> EmbeddingStore:
+    """An EmbeddingStore from its pickled metadata, once per process (thread-safe)."""
+    key = (
+        *_cache_key(
+            values["url"],
+            values["variable"],
+            values["storage_options"],
+            values["retry"],
+            values.get("cache"),
+        ),
+        json.dumps(metadata, sort_keys=True, default=str),
+    )
+    with _opened_lock:
+        source = _rebuilt.get(key)
+        if source is None:
+            store = zarr_store(
+                values["url"],
+                values["storage_options"],
+                retry=values["retry"],
+                cache=values.get("cache"),
+            )
+            array = zarr.Array(
+                zarr.AsyncArray(
+                    metadata=parse_array_metadata(metadata), store_path=StorePath(store, path)
+                )
+            )
+            source = _rebuilt[key] = EmbeddingStore(array=array, **values)
+            while len(_rebuilt) > OPENED_STORES:
+                _rebuilt.pop(next(iter(_rebuilt)))
+    return source
+
 
 def store_url(store) -> str:
     """A string for a path or URL; local paths become absolute."""
@@ -73,8 +132,11 @@ def is_remote(url: str) -> bool:
 # running after the open had failed; when the process then ended (qgis_process), those
 # half-done aiobotocore coroutines were closed outside their context and printed
 # "Exception ignored ... was created in a different Context" under the clean error.
+# The connection pool is as large as the read-ahead's requests in flight (botocore's 10 would
+# cap it; core.read_ahead).
 S3_CLIENT_CONFIG = {
     "retries": {"total_max_attempts": 1},
+    "max_pool_connections": 64,
     "connect_timeout": 5,
     "read_timeout": DEFAULT_POLICY.request_timeout,
 }
@@ -98,6 +160,9 @@ def storage_options_for(url: str, storage_options: dict | None) -> dict:
         if endpoint and "endpoint_url" not in options and "client_kwargs" not in options:
             options["endpoint_url"] = endpoint
         options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
+        # s3fs asks for an object's size (a HEAD) before every whole-object GET when it may
+        # split the GET in parts (max_concurrency > 1): a round trip per chunk for nothing.
+        options.setdefault("max_concurrency", 1)
     elif url.startswith("gs://") and "token" not in options:
         options["token"] = "anon"
     return options
@@ -148,13 +213,15 @@ def open_embedding_store(
 
 
 def _embedding_store(group, url, variable, options, retry, cache) -> EmbeddingStore:
-    if variable not in group.array_keys():
-        found = sorted(group.array_keys())
+    # The members' metadata at once, then the coordinates' values at once: two round trips
+    # after the group's, where one member after another took six at 50-100 ms each.
+    array, time, band = _members(group, (variable, "time", "band"))
+    if not isinstance(array, zarr.Array):
+        found = sorted(_array_names(group))
         raise StoreError(
             f"The store {url} has no variable {variable!r}; it has {', '.join(found) or 'none'}. "
             "Set the variable name to one of those."
         )
-    array = group[variable]
     dims = array_dims(array)
     if dims != EMBEDDING_DIMS:
         raise StoreError(
@@ -163,8 +230,11 @@ def _embedding_store(group, url, variable, options, retry, cache) -> EmbeddingSt
         )
     attrs = dict(group.attrs)
     n_time, n_band, ny, nx = array.shape
-    times = _coordinate(group, "time", np.arange(n_time)).astype(np.int64)
-    bands = tuple(str(b) for b in _coordinate(group, "band", [f"A{i:02d}" for i in range(n_band)]))
+    time, band = _values((time, band))
+    times = np.asarray(np.arange(n_time) if time is None else time).astype(np.int64)
+    bands = tuple(
+        str(b) for b in (band if band is not None else [f"A{i:02d}" for i in range(n_band)])
+    )
     grid = grid_from_metadata(attrs, (ny, nx), group)
     return EmbeddingStore(
         url=url,
@@ -182,6 +252,8 @@ def _embedding_store(group, url, variable, options, retry, cache) -> EmbeddingSt
 
 
 _opened: dict[tuple, EmbeddingStore] = {}
+_rebuilt: dict[tuple, EmbeddingStore] = {}
+_opening: dict[tuple, threading.Lock] = {}
 _opened_lock = threading.Lock()
 OPENED_STORES = 16  # the most stores kept open per process
 
@@ -200,10 +272,13 @@ def cached_embedding_store(
     """The same store opened once per process: block tasks on dask workers call this."""
     key = _cache_key(url, variable, storage_options, retry, cache)
     with _opened_lock:
-        source = _opened.get(key)
-    if source is None:
-        source = open_embedding_store(url, variable, storage_options, retry, cache)
-        remember_store(source)
+        opening = _opening.setdefault(key, threading.Lock())
+    with opening:  # threads that miss together open it once, not once each
+        with _opened_lock:
+            source = _opened.get(key)
+        if source is None:
+            source = open_embedding_store(url, variable, storage_options, retry, cache)
+            remember_store(source)
     return source
 
 
@@ -238,8 +313,9 @@ def grid_from_metadata(attrs: dict, shape: tuple[int, int], group: zarr.Group) -
                 f"spatial:shape {tuple(stored_shape)} does not match the array's y/x size {shape}."
             )
         return Grid(tuple(float(v) for v in transform), tuple(shape), crs)
-    if "x" in group.array_keys() and "y" in group.array_keys():
-        return Grid.from_coordinates(group["x"], group["y"], crs)
+    x, y = _member(group, "x"), _member(group, "y")
+    if isinstance(x, zarr.Array) and isinstance(y, zarr.Array):
+        return Grid.from_coordinates(x, y, crs)
     raise StoreError(
         "The store has neither a spatial:transform attribute nor x/y coordinates, so its pixels "
         "cannot be placed on the map. Add the zarr 'spatial' convention attributes."
@@ -250,10 +326,50 @@ def _crs_from_wkt_attrs(attrs: dict) -> str | None:
     return attrs.get("proj:wkt2") or attrs.get("crs_wkt")
 
 
-def _coordinate(group: zarr.Group, name: str, default) -> np.ndarray:
-    if name in group.array_keys():
-        return np.asarray(group[name][...])
-    return np.asarray(default)
+def _member(group: zarr.Group, name: str):
+    """The group's member `name` by its own metadata (a request or two), None if absent."""
+    return _members(group, (name,))[0]
+
+
+def _members(group: zarr.Group, names) -> list:
+    """The group's members `names` by their own metadata, fetched concurrently; None where
+    absent. Listing the group instead would read every member's metadata, and make zarr warn
+    about the mosaic's non-Zarr objects (README.md, .checkpoint/) at the root."""
+
+    async def member(name):
+        try:
+            # zarr.Group has no public async lookup; its AsyncGroup's getitem is that.
+            return await group._async_group.getitem(name)
+        except KeyError:
+            return None
+
+    async def members():
+        return await asyncio.gather(*(member(name) for name in names))
+
+    found = sync(members())
+    return [
+        zarr.Array(m) if isinstance(m, zarr.AsyncArray) else None if m is None else m for m in found
+    ]
+
+
+def _values(arrays) -> list:
+    """The values of 1-D arrays (None stays None), read concurrently."""
+
+    async def values():
+        async def one(array):
+            return None if array is None else await array._async_array.getitem(Ellipsis)
+
+        return await asyncio.gather(*(one(a) for a in arrays))
+
+    return [None if v is None else np.asarray(v) for v in sync(values())]
+
+
+def _array_names(group: zarr.Group) -> list[str]:
+    """The group's arrays, for an error message: zarr's warnings about non-Zarr objects at the
+    root (the mosaic's README.md and .checkpoint/) say nothing to the analyst."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        return list(group.array_keys())
 
 
 def _open_group(url: str, storage_options: dict, retry: RetryPolicy, cache=None) -> zarr.Group:

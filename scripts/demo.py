@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,8 @@ def main() -> int:
 def generated_store() -> Path:
     """An AEF-like store of 1024 x 1024 px over Boulder, made once and reused."""
     path = DEMO / "aef-like.zarr"
+    if (path / "zarr.json").exists() and not (path / "README.md").exists():
+        shutil.rmtree(path)  # made by an older version, before stores took the mosaic's layout
     if not (path / "zarr.json").exists():
         print("generating an AEF-like store (1024 x 1024 px, 9 years, 64 bands)...", flush=True)
         write_aef_like_store(path, shape=(1024, 1024), seed=42)

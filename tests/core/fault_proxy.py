@@ -67,6 +67,8 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     requests: int = 0
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
+    in_flight: int = 0
+    most_in_flight: int = 0  # the most requests forwarded at once
 
     def __post_init__(self):
         host, port = self.upstream.removeprefix("http://").split(":")
@@ -164,9 +166,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reset()
         if action == "status":
             return self._error(rule.status)
-        if action == "stall":
-            time.sleep(rule.seconds)
-        status, headers, data = self._forward(body)
+        with proxy._lock:
+            proxy.in_flight += 1
+            proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+        try:
+            if action == "stall":
+                time.sleep(rule.seconds)
+            status, headers, data = self._forward(body)
+        finally:
+            with proxy._lock:
+                proxy.in_flight -= 1
         if action in ("short", "short_checksum") and len(data) > 1:
             return self._short(status, headers, data, checksum=action == "short_checksum")
         self.send_response(status)

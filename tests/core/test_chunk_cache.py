@@ -36,10 +36,14 @@ DATA = "/embeddings/c/"
 def write_store(url, options, seed, sharded):
     """The generated store at `url`, or (sharded) a copy of it in shards of 512 x 512 px."""
     if not sharded:
-        write_aef_like_store(url, shape=SHAPE, bands=BANDS, seed=seed, storage_options=options)
+        write_aef_like_store(
+            url, shape=SHAPE, bands=BANDS, seed=seed, storage_options=options, layout="chunked"
+        )
         return
     plain = f"{url}-plain"
-    write_aef_like_store(plain, shape=SHAPE, bands=BANDS, seed=seed, storage_options=options)
+    write_aef_like_store(
+        plain, shape=SHAPE, bands=BANDS, seed=seed, storage_options=options, layout="chunked"
+    )
     ds = xr.open_zarr(plain, storage_options=options).chunk({"y": 512, "x": 512})
     for variable in ds.variables.values():
         variable.encoding.clear()

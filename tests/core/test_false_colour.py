@@ -126,7 +126,10 @@ def test_bad_choices_say_what_to_fix(store, tmp_path):
 def wide_store(tmp_path_factory):
     """6 x 6 tiles of 8 bands, 3 years: more tiles a side than the fit samples."""
     path = tmp_path_factory.mktemp("rgb_wide") / "aef.zarr"
-    truth = write_aef_like_store(path, shape=(1536, 1536), years=range(2018, 2021), bands=8, seed=4)
+    # Chunked layout: every chunk its own object, so the reads below count chunks.
+    truth = write_aef_like_store(
+        path, shape=(1536, 1536), years=range(2018, 2021), bands=8, seed=4, layout="chunked"
+    )
     with xr.open_zarr(path) as ds:
         raw = ds["embeddings"].values
     return path, truth, raw
