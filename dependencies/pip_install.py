@@ -225,19 +225,24 @@ def _json(data: dict) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def _run_pip(command, count, log, progress, cancelled) -> None:
-    """Run pip, passing its output to `log` line by line, progress from what it reports."""
-    log("Running: " + " ".join(command))
-    process = subprocess.Popen(
+def _child_process(command, env: dict) -> subprocess.Popen:
+    """A child whose output (stdout and stderr together) is read as text; no stdin, no window."""
+    return subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
         errors="replace",
-        env=_child_environment(),
+        env=env,
         **_no_window(),
     )
+
+
+def _run_pip(command, count, log, progress, cancelled) -> None:
+    """Run pip, passing its output to `log` line by line, progress from what it reports."""
+    log("Running: " + " ".join(command))
+    process = _child_process(command, _child_environment())
     lines: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(process, lines, log, progress, count))
     reader.start()
@@ -320,16 +325,7 @@ def compile_kernels(
         env["PYTHONPATH"] = os.pathsep.join([str(packages), *filter(None, [env.get("PYTHONPATH")])])
     command = [str(python), "-c", COMPILE, str(plugin), *map(str, year_counts)]
     log(f"Compiling the scoring kernels into {cache_folder} (once; about a minute) …")
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        env=env,
-        **_no_window(),
-    )
+    process = _child_process(command, env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
