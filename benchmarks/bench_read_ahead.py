@@ -29,24 +29,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import conftest  # noqa: E402,F401  (makes `embedding_change` importable from the checkout)
 import object_server  # noqa: E402  (benchmarks/object_server.py)
+from bench_remote import forget_opened_stores  # noqa: E402
+from bench_scores import without_kernel  # noqa: E402
 
 from embedding_change.core import compute_change_scores, kernels, read_ahead  # noqa: E402
-from embedding_change.core import store as store_module  # noqa: E402
 from embedding_change.core.store import open_embedding_store  # noqa: E402
 from embedding_change.core.synthetic import write_aef_like_store  # noqa: E402
-
-
-def forget_opened_stores():
-    """Each run pays its own open and connections, as a fresh QGIS run would."""
-    import s3fs
-    from zarr.core.sync import sync
-
-    for fs in list(s3fs.S3FileSystem._cache.values()):
-        client = getattr(fs, "_s3creator", None)
-        if client is not None and fs.asynchronous:
-            sync(client.__aexit__(None, None, None))
-    s3fs.S3FileSystem.clear_instance_cache()
-    store_module._opened.clear()
 
 
 class HeldBlocks:
@@ -72,27 +60,14 @@ class HeldBlocks:
         read_ahead.ReadAhead._top_up = self._top_up
 
 
-def without_kernel(run):
-    kernel = kernels.change_scores
-
-    def stand_in(block, *, methods=kernels.METHODS, **options):
-        return np.zeros((block.shape[0], len(methods), *block.shape[2:]), np.float32)
-
-    kernels.change_scores = stand_in
-    try:
-        return run()
-    finally:
-        kernels.change_scores = kernel
-
-
 def one_run(server, url, bbox, workdir, link_bps, **options) -> dict:
     forget_opened_stores()
     server.reset_counts()
     output = Path(workdir) / "scores.zarr"
     with HeldBlocks() as held:
         start = time.perf_counter()
-        compute_change_scores(
-            url, output, bbox=bbox, storage_options=server.storage_options, **options
+        compute_change_scores(  # no chunk cache: each run fetches its chunks from the server
+            url, output, bbox=bbox, storage_options=server.storage_options, cache=False, **options
         )
         seconds = time.perf_counter() - start
     shutil.rmtree(output, ignore_errors=True)
