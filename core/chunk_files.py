@@ -35,21 +35,29 @@ def chunk_codec(array: zarr.Array, local_only: bool = True) -> str | None:
         return None
     metadata = array.metadata
     if metadata.zarr_format == 3:
-        codecs = metadata.codecs
-        plain = isinstance(codecs[0], BytesCodec) and (
-            codecs[0].endian is None
-            or getattr(codecs[0].endian, "value", codecs[0].endian) == sys.byteorder
-        )
-        if plain and len(codecs) == 1:
-            return "raw"
-        if plain and len(codecs) == 2 and isinstance(codecs[1], ZstdCodec):
-            return "zstd"
-        return None
+        return plain_codec(metadata.codecs, array.dtype)
     if metadata.filters or metadata.order != "C":
         return None
     if metadata.compressor is None:
         return "raw"
     return "zstd" if isinstance(metadata.compressor, numcodecs.Zstd) else None
+
+
+def plain_codec(codecs, dtype: np.dtype) -> str | None:
+    """ "raw" or "zstd" for Zarr v3 codecs that are native-order bytes (+ zstd), else None.
+
+    The byte order matters only for items wider than a byte (an int8 embedding reads the same
+    whatever endian its bytes codec names)."""
+    if not codecs or not isinstance(codecs[0], BytesCodec):
+        return None
+    endian = getattr(codecs[0].endian, "value", codecs[0].endian)  # an enum, or a str in 3.2+
+    if np.dtype(dtype).itemsize > 1 and endian not in (None, sys.byteorder):
+        return None
+    if len(codecs) == 1:
+        return "raw"
+    if len(codecs) == 2 and isinstance(codecs[1], ZstdCodec):
+        return "zstd"
+    return None
 
 
 _thread_buffers = threading.local()

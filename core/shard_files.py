@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -23,9 +22,10 @@ import google_crc32c
 import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.storage import LocalStore
 
+from .chunk_files import plain_codec
 from .window import PixelWindow
 
 _ZSTD = numcodecs.Zstd()
@@ -64,7 +64,7 @@ class ShardLayout:
         ):
             return None
         sharding = codecs[0]
-        codec = _plain_codec(sharding.codecs, array.dtype)
+        codec = plain_codec(sharding.codecs, array.dtype)
         index = sharding.index_codecs
         plain_index = isinstance(index[0], BytesCodec) and _little_endian(index[0])
         crc = len(index) == 2 and isinstance(index[1], Crc32cCodec)
@@ -112,20 +112,6 @@ class ShardLayout:
 def _little_endian(codec: BytesCodec) -> bool:
     endian = getattr(codec.endian, "value", codec.endian)
     return endian in (None, "little")
-
-
-def _plain_codec(codecs, dtype: np.dtype) -> str | None:
-    """ "raw" or "zstd" for inner chunks of native-order bytes (+ zstd), else None."""
-    if not codecs or not isinstance(codecs[0], BytesCodec):
-        return None
-    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
-    if dtype.itemsize > 1 and endian not in (None, sys.byteorder):
-        return None
-    if len(codecs) == 1:
-        return "raw"
-    if len(codecs) == 2 and isinstance(codecs[1], ZstdCodec):
-        return "zstd"
-    return None
 
 
 class ShardIndexes:
