@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 from qgis.core import (
@@ -101,8 +102,15 @@ class EmbeddingRgbAlgorithm(EmbeddingChangeAlgorithm):
                 max_pixels=self.read_max_pixels(parameters, context),
                 log=feedback.pushInfo,
             )
-        except EmbeddingChangeError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # the engine's errors, and anything it did not foresee
+            from ..core.credentials import mask
+            from ..core.failures import one_line_message
+
+            if not isinstance(exc, EmbeddingChangeError):
+                feedback.pushDebugInfo(mask(traceback.format_exc()))
+            raise QgsProcessingException(one_line_message(exc)) from exc
         feedback.pushInfo(
             f"Wrote {len(result.files)} pictures ({', '.join(result.mapping.names)}) to "
             f"{result.folder}."
