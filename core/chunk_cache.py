@@ -6,7 +6,11 @@ length and CRC32 of the bytes) and the bytes; one whose length or checksum does 
 a damaged entry: it is removed and the caller fetches the chunk again. Files are written to a
 temporary name and renamed, so threads and processes sharing the folder never see half an
 entry. The folder is kept under its size limit by removing the least recently used entries
-(a hit refreshes the file's modification time); several processes may do so at once.
+(a hit refreshes the file's modification time); several processes may do so at once. A process
+cannot see what the others write between its scans of the folder, so it scans again (and evicts
+down to 90 % of the limit) whenever it has written 2.5 % of the limit since its last scan: with
+up to four processes filling one folder at once it stays within its limit, and once they stop it
+is at most 90 % full plus what each wrote after its last scan.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MAGIC = b"ECC1"
 HEADER = struct.Struct("<4sIQ")  # magic, CRC32 of the bytes, their length
 ENTRY_SUFFIX = ".chunk"
 LOW_WATER = 0.9  # eviction removes entries until the folder is at 90 % of its limit
+RESCAN = 0.025  # a process scans the folder again after writing this share of the limit
 STALE_TEMPORARY = 3600  # seconds after which a temporary file is a killed writer's
 
 
@@ -125,21 +130,24 @@ class ChunkCache:
                 state.write_error = state.write_error or f"{exc.strerror or exc} ({self.folder})"
             return
         with state.lock:
-            if state.size is None:
-                state.size = 0
-                known = False
-            else:
-                known = True
-            state.size += size
-            over = state.size > self.max_bytes or not known
-        if over:
+            known = state.size is not None
+            state.size = (state.size or 0) + size
+            state.unscanned += size
+            due = (
+                not known
+                or state.size > self.max_bytes
+                or state.unscanned > self.max_bytes * RESCAN
+            )
+        if due:
             self.evict()
 
     def evict(self) -> None:
-        """Remove least recently used entries until the folder is under its limit (at 90 %).
-        Also removes temporary files left by killed writers."""
+        """Scan the folder and, when it holds more than 90 % of its limit, remove the least
+        recently used entries down to 90 %. Also removes temporary files left by killed writers."""
         state = _state(self.folder)
         with state.evicting:
+            with state.lock:
+                state.unscanned = 0  # what this process writes from now on the scan may miss
             entries, total = [], 0
             now = time.time()
             for path, stat in _files(Path(self.folder)):
@@ -149,9 +157,9 @@ class ChunkCache:
                     continue
                 entries.append((stat.st_mtime_ns, stat.st_size, path))
                 total += stat.st_size
-            if total > self.max_bytes:
+            target = self.max_bytes * LOW_WATER
+            if total > target:
                 entries.sort()
-                target = self.max_bytes * LOW_WATER
                 for _, size, path in entries:
                     if total <= target:
                         break
@@ -160,7 +168,7 @@ class ChunkCache:
                         with state.lock:
                             state.evicted += 1
             with state.lock:
-                state.size = total
+                state.size = total + state.unscanned
 
     def size(self) -> int:
         """Bytes the folder's entries take now (a scan)."""
@@ -227,6 +235,7 @@ class _FolderState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     evicting: threading.Lock = field(default_factory=threading.Lock)
     size: int | None = None  # what this process believes the folder holds (None: not scanned)
+    unscanned: int = 0  # bytes this process wrote since its last scan began
     hits: int = 0
     hit_bytes: int = 0
     fetched: int = 0

@@ -314,6 +314,30 @@ print(len(wrong), cache.counts().damaged)
 """
 
 
+WRITER = """
+import sys
+from embedding_change.core.chunk_cache import ChunkCache
+cache = ChunkCache(sys.argv[1], max_bytes=int(sys.argv[2]))
+for i in range(40):
+    cache.write(f"{i:02d}" + "ef" * 31, bytes([i]) * 1000)
+"""
+
+
+def test_what_another_process_wrote_counts_toward_the_limit(tmp_path):
+    folder = tmp_path / "shared"
+    entry = 1000 + 16  # payload and header
+    limit = 100 * entry
+    cache = ChunkCache(str(folder), max_bytes=limit)
+    for i in range(40):
+        cache.write(f"{i:02d}" + "ab" * 31, bytes([i]) * 1000)
+    subprocess.run([sys.executable, "-c", WRITER, str(folder), str(limit)], check=True)
+    for i in range(40):  # this process has written 80 entries, the folder holds 120
+        cache.write(f"{i:02d}" + "cd" * 31, bytes([i]) * 1000)
+
+    assert cache.size() <= limit
+    assert cache.counts().evicted > 0
+
+
 def test_threads_and_two_processes_share_a_folder_without_half_entries(tmp_path):
     folder = tmp_path / "shared"
     limit = 25 * 21_000  # about 25 of the 40 entries: both processes evict as they go
