@@ -25,6 +25,7 @@ from .chunk_cache import ChunkCache
 from .credentials import StorageOptions, fsspec_options, remember_secrets
 from .errors import StoreError
 from .failures import plain_cause
+from .first_reads import FirstReadsStore, forget_first_reads, opening_keys
 from .grid import Grid
 from .quantisation import Quantisation
 from .retry import DEFAULT_POLICY, RetryingStore, RetryPolicy
@@ -175,15 +176,20 @@ def zarr_store(
     read_only: bool = True,
     retry: RetryPolicy = DEFAULT_POLICY,
     cache: ChunkCache | None = None,
+    first_reads: tuple[str, ...] = (),
 ):
-    """The zarr-python store object for a path or URL; remote ones retry (core.retry) and,
-    given a cache, read chunks through it (core.cached_store)."""
+    """The zarr-python store object for a path or URL; remote ones retry (core.retry),
+    given a cache, read chunks through it (core.cached_store), and given first_reads, fetch
+    those keys at once now for the reads that follow (core.first_reads)."""
     if not is_remote(url):
         return LocalStore(url, read_only=read_only)
     options = storage_options_for(url, storage_options)
     store = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
     store.fs.retries = 1  # s3fs's own loop (5 tries of up to 15 s) would hide core.retry's
     store = RetryingStore(store, url, retry)
+    if first_reads:
+        store = FirstReadsStore(store)
+        sync(store.fetch(first_reads))
     if cache is not None and read_only:
         store = CachingStore(store, store_identity(url, options), cache)
     return store
@@ -200,7 +206,7 @@ def open_embedding_store(
     `cache`: read a remote store's chunks through this chunk cache."""
     url = store_url(store)
     options = StorageOptions(storage_options or {})  # its repr masks secrets
-    group = _open_group(url, options, retry, cache)
+    group = _open_group(url, options, retry, cache, opening_keys(variable))
     try:
         return _embedding_store(group, url, variable, options, retry, cache)
     except StoreError:
@@ -210,6 +216,8 @@ def open_embedding_store(
             f"Could not read the metadata of {url}: {plain_cause(exc)}. Check the network, "
             "the endpoint and the credentials, then run again."
         ) from exc
+    finally:
+        forget_first_reads(group.store)
 
 
 def _embedding_store(group, url, variable, options, retry, cache) -> EmbeddingStore:
@@ -372,9 +380,12 @@ def _array_names(group: zarr.Group) -> list[str]:
         return list(group.array_keys())
 
 
-def _open_group(url: str, storage_options: dict, retry: RetryPolicy, cache=None) -> zarr.Group:
+def _open_group(
+    url: str, storage_options: dict, retry: RetryPolicy, cache=None, first_reads=()
+) -> zarr.Group:
     try:
-        return zarr.open_group(zarr_store(url, storage_options, retry=retry, cache=cache), mode="r")
+        store = zarr_store(url, storage_options, retry=retry, cache=cache, first_reads=first_reads)
+        return zarr.open_group(store, mode="r")
     except FileNotFoundError as exc:
         raise StoreError(
             f"No Zarr store at {url}. Check the path or URL (and the endpoint or credentials "

@@ -60,6 +60,33 @@ def test_opening_the_mosaic_layout_takes_few_requests_no_head_and_no_warnings(
     assert source.array.shards == (1, 16, 512, 512)
 
 
+def test_the_open_asks_for_everything_it_reads_in_one_round(mosaic_on_s3, proxy, s3_storage_options):
+    """Group, members and coordinates at once: against a slow server, every request of the
+    open is in flight together, where zarr alone asks in three rounds."""
+    url, local = mosaic_on_s3
+    proxy.add(Rule("stall", method="GET", seconds=0.3))
+    source = open_embedding_store(url, storage_options=through(proxy, s3_storage_options))
+
+    assert proxy.most_in_flight == proxy.requests, proxy.seen
+    np.testing.assert_array_equal(source.times, open_embedding_store(local).times)
+    assert source.bands == open_embedding_store(local).bands
+
+
+def test_a_store_whose_keys_the_open_did_not_guess_opens_as_before(
+    s3_server, s3_storage_options, proxy, tmp_path
+):
+    """Zarr v2 (other metadata keys, other chunk keys): the guesses miss, the open reads on."""
+    url = "s3://readahead/v2.zarr"
+    options = dict(shape=(64, 64), years=range(2020, 2023), bands=4, seed=3, layout="chunked")
+    write_aef_like_store(url, storage_options=s3_storage_options, zarr_format=2, **options)
+    write_aef_like_store(tmp_path / "v2.zarr", zarr_format=2, **options)
+    source = open_embedding_store(url, storage_options=through(proxy, s3_storage_options))
+    local = open_embedding_store(tmp_path / "v2.zarr")
+
+    np.testing.assert_array_equal(source.times, local.times)
+    assert (source.bands, source.grid) == (local.bands, local.grid)
+
+
 def test_a_remote_run_sends_no_head_reads_each_index_once_and_matches_the_disk(
     mosaic_on_s3, proxy, s3_storage_options, tmp_path
 ):
@@ -87,6 +114,7 @@ def test_chunks_of_the_next_blocks_are_in_flight_while_one_is_scored(
     options = through(proxy, s3_storage_options)
     proxy.add(Rule("stall", method="GET", path="/embeddings/c/", seconds=0.3))
     source = open_embedding_store(url, storage_options=options)
+    proxy.most_in_flight = 0  # the open's requests go at once; the runs' are counted below
     without = compute_change_scores(source, tmp_path / "a.zarr", read_ahead=0, cache=False)
     at_once_without = proxy.most_in_flight
     proxy.most_in_flight = 0
