@@ -61,6 +61,7 @@ class Tally:
             self.max_in_flight = self.in_flight
             self.request_seconds, self.first_begin, self.last_end = 0.0, None, None
             self.cpu_at_reset = _cpu_seconds()
+            self.timeline = []  # (began, ended, operation, key, bytes sent) per request
 
     def connected(self):
         with self.lock:
@@ -85,6 +86,7 @@ class Tally:
             self.statuses[str(status)] += 1
             self.bytes_sent += sent
             self.bytes_received += received
+            self.timeline.append((began, self.last_end, operation, key, sent))
             self.lock.notify_all()
 
     def as_dict(self, wait_s: float = 2.0) -> dict:
@@ -106,6 +108,9 @@ class Tally:
                 "span_s": (self.last_end or 0.0) - (self.first_begin or 0.0),
                 # the serving process's CPU (with in_process=True: the whole process's)
                 "cpu_seconds": _cpu_seconds() - self.cpu_at_reset,
+                # every request: (began, ended, operation, key, bytes sent); time.monotonic()
+                # seconds, the clock the client's processes share on one machine
+                "timeline": list(self.timeline),
             }
 
 
