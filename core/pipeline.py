@@ -1,78 +1,46 @@
 """The block pipeline: embedding cube in, change scores Zarr out, streaming on dask.
 
-Blocks follow the store's chunk edges, so each reads whole chunks once: all years and bands
-of its pixels. Scored blocks are regrouped into 256 x 256 output tiles (the output grid starts
-at the window's corner, not at a chunk edge) and each tile is written by exactly one task.
-A block is freed as soon as its parts are copied out, so memory holds a few blocks per worker
-thread and one row of output tiles' parts: it grows with the window's width, not its area.
+compute_change_scores checks the run (parameters, years, size, output), then runs the block
+tasks of core.block_tasks: each block read and scored once, its parts regrouped into output
+tiles, each tile written by one task. A block is freed as soon as its parts are copied out,
+so memory holds a few blocks per worker thread and one row of output tiles' parts: it grows
+with the window's width, not its area.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import threading
 import time
 import uuid
 import warnings
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import dask
 import numpy as np
 import xarray as xr
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 
 from . import kernels
-from .block_reads import mark_absent_years, read_block, read_error
-from .chunk_cache import ChunkCache, run_cache
-from .chunk_files import reused_buffer
+from .block_tasks import SCORE_TASKS, BlockJob, absent_chunks, tile_writes
+from .chunk_cache import run_cache
 from .credentials import masked_log, public_options
 from .errors import EmbeddingChangeError, OutputError, ParameterError, StoreError
 from .failures import plain_cause
-from .output import OUTPUT_CHUNK, OutputTarget, create_scores_store, write_error
-from .quantisation import SIGNED_SQUARE
-from .read_ahead import READ_AHEAD_REQUESTS, end_run, run_reads, start_read_ahead
+from .output import OutputTarget, create_scores_store
+from .read_ahead import READ_AHEAD_REQUESTS, end_run, start_read_ahead
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .run_size import DEFAULT_MAX_PIXELS, guard_run, note_transfer
 from .scheduling import retries_so_far, run_cancellable, run_order, run_tasks, runs_locally
 from .store import (
     EmbeddingStore,
-    cached_embedding_store,
     is_remote,
     open_embedding_store,
     reading_through,
     remember_store,
     store_url,
 )
-from .summary import create_with_summary, write_tile_with_summary
+from .summary import create_with_summary
 from .tile_order import centre_first_rank, tile_reporter
-from .window import PixelWindow, blocks, pixel_window
-
-
-@dataclass(frozen=True)
-class BlockJob:
-    """What a block task needs, in plain values so it travels to dask workers."""
-
-    url: str
-    variable: str
-    storage_options: dict
-    year_indices: tuple[int, ...]
-    methods: tuple[str, ...]
-    metric: str
-    robust_zscore: bool
-    retry: RetryPolicy = DEFAULT_POLICY
-    run: str = ""  # this run's id: absent chunks are counted per run
-    cache: ChunkCache | None = None  # remote chunks read through it (core.chunk_cache)
-    source: EmbeddingStore | None = None  # the run's opened store (travels as its metadata)
-
-
-SCORE_TASKS = "change-scores-"  # the block tasks' key prefix
-# Chunks read as absent (all fill) per run id, on this machine's worker threads.
-_absent_chunks = Counter()
-_absent_lock = threading.Lock()
+from .window import blocks, pixel_window
 
 
 def compute_change_scores(
@@ -199,13 +167,13 @@ def compute_change_scores(
             first=first,
         )
         retries = _retries_of(store, output, scheduler) - retries_before
-        absent = _absent_chunks.pop(job.run, 0)
+        absent = absent_chunks.pop(job.run, 0)
         end_run(job.run)
         target.finish({"embedding_change:retries": retries, "embedding_change:absent": absent})
         note_transfer(source.url, size.nbytes, time.perf_counter() - started)
     except BaseException as exc:
         target.discard()
-        _absent_chunks.pop(job.run, None)
+        absent_chunks.pop(job.run, None)
         end_run(job.run)
         if isinstance(exc, EmbeddingChangeError) or not isinstance(exc, Exception):
             raise
@@ -322,125 +290,6 @@ def run_attributes(source, window, years, methods, metric, robust_zscore) -> dic
         "embedding_change:metric": metric,
         "embedding_change:robust_time_zscore": robust_zscore,
     }
-
-
-def score_block(job: BlockJob, block: PixelWindow) -> np.ndarray:
-    """Read all years and bands of a block's pixels and score them: (time, score, y, x)."""
-    source = job.source or cached_embedding_store(
-        job.url, job.variable, job.storage_options, job.retry, job.cache
-    )
-    shape = (len(job.year_indices), source.array.shape[1], *block.shape)
-    values = reused_buffer(shape, source.dtype)
-    try:
-        read_block(source, job.year_indices, block, values, run_reads(job.run))
-    except Exception as exc:
-        raise read_error(source, job.year_indices, block, exc) from exc
-    nodata = source.quantisation.nodata
-    absent = mark_absent_years(values, source.array.fill_value, nodata)
-    if absent:
-        with _absent_lock:
-            _absent_chunks[job.run] += absent
-    return kernels.change_scores(
-        values,
-        methods=job.methods,
-        metric=job.metric,
-        robust_zscore=job.robust_zscore,
-        signed_square=source.quantisation.method == SIGNED_SQUARE,
-        nodata=nodata,
-    )
-
-
-def tile_writes(job, source, window, n_scores, target, create=None) -> list:
-    """Delayed writes, one per output tile, each from its parts of up to 2 x 2 scored blocks.
-
-    Parts are copied out of a block as soon as it is scored, so the block itself is freed at
-    once and only the parts still waiting for their tile stay in memory. A plain graph:
-    dask.array's rechunk took ~40 s to build for a state-sized window, this ~3 s.
-    `create` (creating the output store), if given, becomes a task of its own that every
-    write waits for and the first blocks are scored alongside: it takes ~0.1 s, a tenth of
-    a canvas-sized run.
-    """
-    chunk = (source.chunks[2], source.chunks[3])
-    token = dask.base.tokenize(job, window, target.url)
-    name = f"{SCORE_TASKS}{token}"
-    graph = {(name, b.row0, b.col0): (score_block, job, b) for b in blocks(window, chunk)}
-    created = None
-    if create is not None:
-        created = f"create-output-{token}"
-        graph[created] = (create,)
-    writes = []
-    for y0 in range(0, window.shape[0], OUTPUT_CHUNK):
-        for x0 in range(0, window.shape[1], OUTPUT_CHUNK):
-            row0, col0 = window.row0 + y0, window.col0 + x0
-            row1 = min(row0 + OUTPUT_CHUNK, window.row1)
-            tile = PixelWindow(row0, row1, col0, min(col0 + OUTPUT_CHUNK, window.col1))
-            parts = blocks(tile, chunk)
-            part_keys = []
-            for part in parts:
-                block = _block_of(window, part, chunk)
-                key = (f"tile-part-{token}", part.row0, part.col0)
-                graph[key] = (_copy_part, (name, block.row0, block.col0), block, part)
-                part_keys.append(key)
-            key = (f"write-tile-{token}", y0, x0)
-            graph[key] = (
-                write_tile_parts,
-                tile,
-                part_keys,
-                parts,
-                target.url,
-                target.storage_options,
-                y0,
-                x0,
-                created,
-                job.retry,
-            )
-            writes.append(key)
-    layers = HighLevelGraph.from_collections(name, graph, dependencies=())
-    return [Delayed(key, layers, layer=name) for key in writes]
-
-
-def _block_of(window: PixelWindow, part: PixelWindow, chunk: tuple[int, int]) -> PixelWindow:
-    """The window's block (cut at chunk edges and the window's edges) that holds `part`."""
-    (cy, cx), y, x = chunk, part.row0 // chunk[0], part.col0 // chunk[1]
-    return PixelWindow(
-        max(window.row0, y * cy),
-        min(window.row1, (y + 1) * cy),
-        max(window.col0, x * cx),
-        min(window.col1, (x + 1) * cx),
-    )
-
-
-def _copy_part(scores: np.ndarray, block: PixelWindow, part: PixelWindow) -> np.ndarray:
-    if part == block:
-        return scores
-    rows = slice(part.row0 - block.row0, part.row1 - block.row0)
-    cols = slice(part.col0 - block.col0, part.col1 - block.col0)
-    return scores[:, :, rows, cols].copy()
-
-
-def write_tile_parts(
-    tile, scored, parts, url, storage_options, y0, x0, created=None, retry=DEFAULT_POLICY
-) -> int:
-    """Assemble a tile from its scored parts and write it at output pixel (y0, x0).
-
-    `created` is the result of the task creating the output, if any: it only orders the write
-    after that task.
-    """
-    if len(parts) == 1:
-        out = scored[0]
-    else:
-        first = scored[0]
-        out = np.empty((*first.shape[:2], *tile.shape), first.dtype)
-        for values, part in zip(scored, parts, strict=True):
-            rows = slice(part.row0 - tile.row0, part.row1 - tile.row0)
-            cols = slice(part.col0 - tile.col0, part.col1 - tile.col0)
-            out[:, :, rows, cols] = values
-    try:
-        return write_tile_with_summary(out, url, storage_options, y0, x0, retry)
-    except EmbeddingChangeError:
-        raise
-    except Exception as exc:  # the summary's writes, after write_tile's own
-        raise write_error(url, storage_options, y0, x0, exc, retry) from exc
 
 
 def output_errors_named(create: Callable[[], None], output: str) -> None:

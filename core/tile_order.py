@@ -2,7 +2,7 @@
 
 A run shown while it is computed (the QGIS desktop's live layers) scores the blocks nearest the
 window's centre first, so the middle of the analyst's view fills in first, and reports every
-tile as it is written. Both work on the task keys core.pipeline.tile_writes makes:
+tile as it is written. Both work on the task keys core.block_tasks.tile_writes makes:
 ("change-scores-<token>", row0, col0) for a block, ("write-tile-<token>", y0, x0) for a write.
 """
 

@@ -60,7 +60,9 @@ def test_opening_the_mosaic_layout_takes_few_requests_no_head_and_no_warnings(
     assert source.array.shards == (1, 16, 512, 512)
 
 
-def test_the_open_asks_for_everything_it_reads_in_one_round(mosaic_on_s3, proxy, s3_storage_options):
+def test_the_open_asks_for_everything_it_reads_in_one_round(
+    mosaic_on_s3, proxy, s3_storage_options
+):
     """Group, members and coordinates at once: against a slow server, every request of the
     open is in flight together, where zarr alone asks in three rounds."""
     url, local = mosaic_on_s3
