@@ -7,10 +7,15 @@ The store (window x 2*window px, 9 years, 64 bands; --store keeps it for later r
 by benchmarks/object_server.py with a per-request latency and a link bandwidth cap. Prints:
 - the server alone: ranged GETs on 32 connections, uncapped and under the 1 Gbit/s cap, so the
   figures below are the engine's, not the server's;
+- the view from disk in the mosaic's sharded layout and in the chunked one (the same values,
+  each chunk an object), and their ratio;
 - requests to open the store (by operation), and the open's time at each latency;
 - for each link and latency, compute_change_scores on a window x window view: time to the
-  first tile (its progress callback) and to completion, bytes fetched, link utilisation
-  (bytes fetched * 8 / run time / link), requests, how many were in flight (mean, most); next
+  first tile (its progress callback) and to completion, bytes fetched, link utilisation over
+  the whole run (bytes fetched * 8 / run time / link) and over the reading (the embedding
+  array's requests, shard indexes included, from the first one's start to the last one's end),
+  the seconds before the reading (the open) and after it (the last blocks' scoring and the
+  output's finish), requests, how many were in flight (mean, most); next
   to it, what 10 connections of plain ranged GETs of chunk-sized pieces reach at that setting
   (botocore's pool size), and the same view from disk (the engine's ceiling on these CPUs);
 - if compute_change_scores has a `cache` argument: at 100 Mbit/s and 30 ms, a cold run, the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import http.client
 import inspect
 import os
@@ -40,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import conftest  # noqa: E402,F401  (makes `embedding_change` importable from the checkout)
 import numpy as np  # noqa: E402
 import object_server  # noqa: E402
+from bench_scores import layouts_rates  # noqa: E402
 
 from embedding_change.core import compute_change_scores, kernels  # noqa: E402
 from embedding_change.core import store as store_module  # noqa: E402
@@ -48,8 +55,9 @@ from embedding_change.core.synthetic import write_aef_like_store  # noqa: E402
 
 ENGINE = inspect.signature(compute_change_scores).parameters
 GENERATOR = inspect.signature(write_aef_like_store).parameters
-# Issue 13's targets for link utilisation: (link Mbit/s, latency ms) -> share of the link.
+# Issue 13's targets for the link's use while reading: (link Mbit/s, latency ms) -> share.
 TARGETS = {(1000.0, 30.0): 0.95, (1000.0, 80.0): 0.90}
+LAYOUT_TARGET = 0.9  # the sharded layout from disk, x the chunked layout's speed
 CACHED_TARGET = 10  # the same view again at 100 Mbit/s, x as fast as cold
 SHARD_SIDE = 4096  # the mosaic's shard side in pixels
 POOL = 10  # botocore's default connection pool: the peer's connection count
@@ -101,6 +109,7 @@ def forget_opened_stores():
     opened = getattr(store_module, "_opened", None)
     if hasattr(opened, "clear"):
         opened.clear()
+    gc.collect()  # the previous run's garbage, collected here rather than in the next run
 
 
 def engine_options(pairs: list[str]) -> dict:
@@ -121,18 +130,32 @@ def engine_options(pairs: list[str]) -> dict:
 def timed_run(store, output, bbox, storage_options=None, **options) -> dict:
     """compute_change_scores with its progress watched: seconds to the first tile and done."""
     first = []
-    start = time.perf_counter()
+    start = time.monotonic()  # the clock of the object server's timeline
 
     def progress(fraction):
         if fraction > 0 and not first:
-            first.append(time.perf_counter() - start)
+            first.append(time.monotonic() - start)
 
     compute_change_scores(
         store, output, bbox=bbox, storage_options=storage_options, progress=progress, **options
     )
-    done = time.perf_counter() - start
+    done = time.monotonic() - start
     shutil.rmtree(output, ignore_errors=True)
-    return {"first": first[0] if first else done, "done": done}
+    return {"first": first[0] if first else done, "done": done, "start": start}
+
+
+def reading(counts: dict, run: dict, array: str = "embeddings") -> dict:
+    """The run's reading of the embedding array (shard indexes and chunks) in the server's
+    timeline: seconds before its first request began and after its last ended, its bytes and
+    the span between."""
+    reads = [r for r in counts["timeline"] if f"/{array}/c/" in r[3]]
+    began, ended = min(r[0] for r in reads), max(r[1] for r in reads)
+    return {
+        "before": began - run["start"],
+        "after": run["start"] + run["done"] - ended,
+        "bytes": sum(r[4] for r in reads),
+        "span": ended - began,
+    }
 
 
 def parallel_ranged_gets(server, key: str, size: int, piece: int, connections: int, seconds):
@@ -223,8 +246,9 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
     )
     header = (
         f"  {'link':>9} {'latency':>7} {'open':>6} {'1st tile':>8} {'done':>7} {'fetched':>8}"
-        f" {'utilisation':>11} {'requests':>8} {'GET':>5} {'HEAD':>5} {'in flight':>9}"
-        f" {'10-conn peer':>12} {'x ceiling':>9}  target"
+        f" {'whole run':>9} {'reading':>7} {'before':>6} {'after':>6} {'requests':>8}"
+        f" {'GET':>5} {'HEAD':>5} {'in flight':>9} {'10-conn peer':>12} {'x ceiling':>9}"
+        "  target (reading)"
     )
     print(header)
     server_cpu = []  # the server's CPU seconds per second of each run
@@ -245,6 +269,8 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                 mean = counts["request_seconds"] / max(counts["span_s"], 1e-9)
                 in_flight = f"{mean:.1f}/{counts['max_in_flight']}"
                 utilisation = fetched * 8 / run["done"] / (link * 1e6)
+                read = reading(counts, run)
+                while_reading = read["bytes"] * 8 / read["span"] / (link * 1e6)
                 peer_seconds = max(2.0, 30 * latency / 1000)
                 peer = parallel_ranged_gets(server, key, size, piece, POOL, peer_seconds)
                 peer_use = peer * 8 / (link * 1e6)
@@ -252,23 +278,44 @@ def link_table(server, url, store_path, window, links, latencies, options, disk_
                 server_cpu.append(counts["cpu_seconds"] / run["done"])
                 print(
                     f"  {link:>4g} Mbit {latency:>4g} ms {opened:>5.2f}s {run['first']:>7.2f}s"
-                    f" {run['done']:>6.2f}s {fetched / 1e6:>6.0f}MB {utilisation * 100:>10.0f}%"
+                    f" {run['done']:>6.2f}s {fetched / 1e6:>6.0f}MB {utilisation * 100:>8.0f}%"
+                    f" {while_reading * 100:>6.0f}% {read['before']:>5.2f}s {read['after']:>5.2f}s"
                     f" {counts['requests']:>8} {ops.get('GetObject', 0):>5}"
                     f" {ops.get('HeadObject', 0):>5} {in_flight:>9}"
                     f" {peer_use * 100:>11.0f}% {run['done'] / ceiling:>9.2f}"
-                    f"  {verdict(utilisation, TARGETS.get((link, latency)))}"
+                    f"  {verdict(while_reading, TARGETS.get((link, latency)))}"
                 )
     print(f"  from disk, same view: done in {disk_done:.2f} s (the engine's ceiling here)")
     print(
         f"  the server's own CPU: {min(server_cpu) * 100:.0f}-{max(server_cpu) * 100:.0f} % of"
         " one core during the runs"
     )
+    print("  whole run: bytes fetched x 8 / the run's time / the link")
+    print("  reading: the embedding array's bytes x 8 / the time from its first request's start")
+    print("    to its last one's end / the link; before: the run's start to that first request")
+    print("    (opening the store); after: that last end to the run's end (the last blocks'")
+    print("    scoring, the output's finish)")
     print("  in flight: requests being answered, mean over the run's requests / most at once")
     print("  x ceiling: run time / the larger of the disk run's time and the link's time for the")
     print("    bytes fetched (1.00: as fast as this machine's CPUs or the link allow)")
     print(
         f"  10-conn peer: {POOL} keep-alive connections of back-to-back ranged GETs of"
         f" {piece / 1e6:.1f} MB (a chunk's bytes), as a share of the link"
+    )
+
+
+def disk_layouts(store_path: Path, folder: Path, window: int, workdir) -> None:
+    """Print the view's speed from disk in the sharded layout and in the chunked one."""
+    chunked = generated_store(folder, window, "chunked")
+    bbox = view_bbox(store_path, window)
+    (sharded, sharded_cpu), (plain, plain_cpu) = layouts_rates([store_path, chunked], workdir, bbox)
+    print(f"\nFrom disk ({window} x {window} px view, compute_change_scores, best of 3):")
+    print(f"  sharded layout (the mosaic's) {sharded:6.2f} Mpx/s  {sharded_cpu:5.2f} CPU s/Mpx")
+    print(f"  chunked layout (same values)  {plain:6.2f} Mpx/s  {plain_cpu:5.2f} CPU s/Mpx")
+    ratio = sharded / plain
+    print(
+        f"  sharded / chunked {ratio:.2f}  target >= {LAYOUT_TARGET}:"
+        f" {'meets' if ratio >= LAYOUT_TARGET else 'MISSES'}"
     )
 
 
@@ -355,6 +402,8 @@ def main():
                     )["done"]
                     for i in range(2)
                 )
+                if args.layout == "sharded":
+                    disk_layouts(store_path, folder, window, workdir)
             seconds, counts = open_figures(server, url)
             ops = ", ".join(f"{n} {op}" for op, n in sorted(counts["operations"].items()))
             print(
