@@ -308,8 +308,10 @@ def disk_layouts(store_path: Path, folder: Path, window: int, workdir) -> None:
     """Print the view's speed from disk in the sharded layout and in the chunked one."""
     chunked = generated_store(folder, window, "chunked")
     bbox = view_bbox(store_path, window)
-    (sharded, sharded_cpu), (plain, plain_cpu) = layouts_rates([store_path, chunked], workdir, bbox)
-    print(f"\nFrom disk ({window} x {window} px view, compute_change_scores, best of 3):")
+    (sharded, sharded_cpu), (plain, plain_cpu) = layouts_rates(
+        [store_path, chunked], workdir, bbox, repeats=5
+    )
+    print(f"\nFrom disk ({window} x {window} px view, compute_change_scores, best of 5 each):")
     print(f"  sharded layout (the mosaic's) {sharded:6.2f} Mpx/s  {sharded_cpu:5.2f} CPU s/Mpx")
     print(f"  chunked layout (same values)  {plain:6.2f} Mpx/s  {plain_cpu:5.2f} CPU s/Mpx")
     ratio = sharded / plain
