@@ -2,6 +2,7 @@
 
     python benchmarks/bench_remote.py [--window 1024] [--quick] [--store DIR] [--layout NAME]
         [--links 1000,100] [--latencies 0,30,80] [--conn-mbps N] [--option NAME=VALUE ...]
+        [--parts disk,links,cache]
 
 The store (window x 2*window px, 9 years, 64 bands; --store keeps it for later runs) is served
 by benchmarks/object_server.py with a per-request latency and a link bandwidth cap. Prints:
@@ -369,6 +370,9 @@ def main():
     parser.add_argument("--latencies", default="0,30,80", help="per-request latencies in ms")
     parser.add_argument("--conn-mbps", type=float, help="a cap per connection too (Mbit/s)")
     parser.add_argument("--option", action="append", default=[], help="engine NAME=VALUE")
+    parser.add_argument(
+        "--parts", default="disk,links,cache", help="what to run: disk (the layouts), links, cache"
+    )
     args = parser.parse_args()
     window = 512 if args.quick and args.window == 1024 else args.window
     if window % 256:
@@ -381,6 +385,7 @@ def main():
         print(f"  the generator has no layouts: --layout {args.layout} ignored")
         args.layout = None
     options = engine_options(args.option)
+    parts = set(args.parts.split(","))
 
     print(f"{os.cpu_count()} CPUs (shared machine: figures move from run to run)")
     with tempfile.TemporaryDirectory() as scratch:
@@ -404,7 +409,7 @@ def main():
                     )["done"]
                     for i in range(2)
                 )
-                if args.layout == "sharded":
+                if args.layout == "sharded" and "disk" in parts:
                     disk_layouts(store_path, folder, window, workdir)
             seconds, counts = open_figures(server, url)
             ops = ", ".join(f"{n} {op}" for op, n in sorted(counts["operations"].items()))
@@ -413,20 +418,21 @@ def main():
                 f" {seconds:.2f} s at 0 ms"
             )
 
-            link_table(
-                server,
-                url,
-                store_path,
-                window,
-                links,
-                latencies,
-                options,
-                disk_done,
-                args.conn_mbps,
-            )
-            if "cache" in ENGINE:
+            if "links" in parts:
+                link_table(
+                    server,
+                    url,
+                    store_path,
+                    window,
+                    links,
+                    latencies,
+                    options,
+                    disk_done,
+                    args.conn_mbps,
+                )
+            if "cache" in parts and "cache" in ENGINE:
                 cache_runs(server, url, store_path, window, options)
-            else:
+            elif "cache" in parts:
                 print("\n(compute_change_scores has no cache argument: no cache figures)")
 
 
