@@ -5,6 +5,7 @@ Its speed (latency, bandwidth caps) is measured in benchmarks/bench_remote.py, n
 
 import http.client
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlencode
@@ -187,12 +188,22 @@ def test_listing_pages_cover_every_key_once(served):
 def test_counts_count_requests_by_operation_and_key(served):
     server, _ = served
     server.reset_counts()
+    before = time.monotonic()
     for _ in range(3):
         raw_request(server, "GET", "/bench/a.bin", {"Range": "bytes=0-9"})
     raw_request(server, "HEAD", "/bench/ab.bin")
     raw_request(server, "GET", "/bench/missing.bin")
     list_pages(server, prefix="a/")
-    counts = server.counts()
+    counts = server.counts()  # waits for the requests' threads to count them
+    after = time.monotonic()
+    timeline = sorted(counts["timeline"])
+    assert [(op, key) for _, _, op, key, _ in timeline[:5]] == [
+        *[("GetObject", "a.bin")] * 3,
+        ("HeadObject", "ab.bin"),
+        ("GetObject", "missing.bin"),
+    ]
+    assert all(before <= began <= ended <= after for began, ended, *_ in timeline)
+    assert [sent for *_, sent in timeline[:3]] == [10, 10, 10]
     assert counts["operations"] == {"GetObject": 4, "HeadObject": 1, "ListObjectsV2": 1}
     assert counts["keys"]["a.bin"] == {"GetObject": 3}
     assert counts["keys"]["missing.bin"] == {"GetObject": 1}
