@@ -7,7 +7,9 @@ and a generated store big enough to take a while (LIVE_DATA/aef.zarr, e.g. 2048 
     LIVE_DATA=/tmp/live DISPLAY=:67 qgis --nologo --noversioncheck \
         --profiles-path PROFILES --code docs/pictures/live_desktop.py
 
-The log (LIVE_DATA/pictures.log) says when each tile reached the map and what the map showed.
+LIVE_STORE takes another store (a URL too: an S3-compatible server's address then comes in
+AWS_ENDPOINT_URL, as for the analyst). The log (LIVE_DATA/pictures.log) says when each tile
+reached the map and what the map showed.
 """
 
 import os
@@ -22,6 +24,7 @@ from qgis.utils import iface, plugins
 
 DOCS = str(Path(__file__).resolve().parents[1]) if "__file__" in globals() else "docs"
 DATA = os.environ.get("LIVE_DATA", "/tmp/live")
+STORE = os.environ.get("LIVE_STORE", f"{DATA}/aef.zarr")
 LOG = Path(f"{DATA}/pictures.log")
 STARTED = []
 
@@ -47,10 +50,11 @@ def setup():
     from qgis.core import QgsSettings
 
     from embedding_change.algorithms.change_scores import SETTINGS
+    from embedding_change.algorithms.embedding_change_algorithm import STORE_SETTINGS
     from embedding_change.core.store import open_embedding_store
 
     settings = QgsSettings()
-    settings.setValue(f"{SETTINGS}/STORE", json.dumps(f"{DATA}/aef.zarr"))
+    settings.setValue(f"{STORE_SETTINGS}/STORE", json.dumps(STORE))
     settings.setValue(f"{SETTINGS}/METHODS", json.dumps([0, 1]))
     settings.setValue(f"{SETTINGS}/output_folder", DATA)
     QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
@@ -58,7 +62,7 @@ def setup():
     layers_panel = iface.mainWindow().findChild(QDockWidget, "Layers")
     if layers_panel is not None:
         iface.mainWindow().resizeDocks([layers_panel], [330], 0x1)  # Qt.Horizontal
-    xmin, ymin, xmax, ymax = open_embedding_store(f"{DATA}/aef.zarr").grid.bbox
+    xmin, ymin, xmax, ymax = open_embedding_store(STORE).grid.bbox
     iface.mapCanvas().setExtent(QgsRectangle(xmin, ymin, xmax, ymax))
     later(1500, press_the_button)
 
