@@ -24,15 +24,23 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from . import region_labels
+from .areas import AreaMeter, pixel_row_areas
 from .errors import CancelledError, OutputError, ParameterError
-from .grid import Grid, spatial_reference
+from .grid import spatial_reference
+from .hotspot_features import (
+    HOTSPOT_FIELDS,
+    HOTSPOTS_LAYER,
+    REGION_FIELDS,
+    REGIONS_LAYER,
+    add_fields,
+    polygons_by_region,
+    set_fields,
+    year_end,
+    year_start,
+)
 from .scores_output import default_score, gdal_geotransform, open_scores
 
-HOTSPOTS_LAYER = "hotspots"
-REGIONS_LAYER = "hotspot_regions"
 STRIP_ROWS = 256
-# The sphere of WGS84's area (authalic radius): pixel areas within ~0.1% of the ellipsoid's.
-AUTHALIC_RADIUS = 6371007.181
 
 
 @dataclass(frozen=True)
@@ -156,18 +164,6 @@ def change_hotspots(
         tuple(chosen),
         score,
     )
-
-
-def pixel_row_areas(grid: Grid, srs) -> np.ndarray:
-    """Area in m2 of one pixel of each row (a geographic grid's pixels shrink towards the poles)."""
-    a, _, _, _, e, f = grid.transform
-    ny = grid.shape[0]
-    if srs is not None and srs.IsGeographic():
-        edges = np.radians(f + e * np.arange(ny + 1, dtype=np.float64))
-        band = np.abs(np.sin(edges[:-1]) - np.sin(edges[1:]))
-        return AUTHALIC_RADIUS**2 * math.radians(abs(a)) * band
-    unit = srs.GetLinearUnits() if srs is not None and srs.IsProjected() else 1.0
-    return np.full(ny, abs(a * e) * unit**2)
 
 
 class _Job:
@@ -340,7 +336,7 @@ class _Job:
         if gpkg is None:
             raise OutputError(f"Cannot create the GeoPackage {path}.")
         layer = gpkg.CreateLayer(HOTSPOTS_LAYER, self.srs, ogr.wkbMultiPolygon)
-        _add_fields(layer, HOTSPOT_FIELDS)
+        add_fields(layer, HOTSPOT_FIELDS)
         scratch = ogr.GetDriverByName("GPKG").CreateDataSource(str(self.work / "scratch.gpkg"))
         parts: dict[int, list] = {}
         features = 0
@@ -354,7 +350,7 @@ class _Job:
             gdal.Polygonize(band, band, raw, 0, options)
             raw.CommitTransaction()
             layer.StartTransaction()
-            for region, geometry in _polygons_by_region(raw):
+            for region, geometry in polygons_by_region(raw):
                 i = region - 1
                 feature = ogr.Feature(layer.GetLayerDefn())
                 feature.SetGeometry(geometry)
@@ -366,13 +362,13 @@ class _Job:
                     "area_m2": float(stats.area[i]),
                     "max_z": float(stats.top[i]),
                     "mean_z": float(stats.total[i] / stats.count[i]),
-                    "start_date": _year_start(year),
-                    "end_date": _year_end(year),
+                    "start_date": year_start(year),
+                    "end_date": year_end(year),
                 }
                 if summary is not None:
                     values["summary"] = int(summary[offset + i])
                     parts.setdefault(values["summary"], []).append((year, i, stats, geometry))
-                _set_fields(feature, values)
+                set_fields(feature, values)
                 layer.CreateFeature(feature)
                 features += 1
             layer.CommitTransaction()
@@ -386,7 +382,7 @@ class _Job:
     def _write_summary(self, gpkg, parts: dict[int, list], score: str) -> int:
         meter = AreaMeter(self.srs, self.grid)
         layer = gpkg.CreateLayer(REGIONS_LAYER, self.srs, ogr.wkbMultiPolygon)
-        _add_fields(layer, REGION_FIELDS)
+        add_fields(layer, REGION_FIELDS)
         layer.StartTransaction()
         for summary_id in sorted(parts):
             members = parts[summary_id]
@@ -417,100 +413,10 @@ class _Job:
                 ),
                 "max_z": max(float(stats.top[i]) for _, i, stats, _ in members),
                 "mean_z": total / pixels,
-                "start_date": _year_start(member_years[0]),
-                "end_date": _year_end(member_years[-1]),
+                "start_date": year_start(member_years[0]),
+                "end_date": year_end(member_years[-1]),
             }
-            _set_fields(feature, values)
+            set_fields(feature, values)
             layer.CreateFeature(feature)
         layer.CommitTransaction()
         return len(parts)
-
-
-HOTSPOT_FIELDS = (
-    ("year", ogr.OFTInteger),
-    ("score", ogr.OFTString),
-    ("region", ogr.OFTInteger64),
-    ("pixels", ogr.OFTInteger64),
-    ("area_m2", ogr.OFTReal),
-    ("max_z", ogr.OFTReal),
-    ("mean_z", ogr.OFTReal),
-    ("start_date", ogr.OFTDateTime),
-    ("end_date", ogr.OFTDateTime),
-    ("summary", ogr.OFTInteger64),
-)
-REGION_FIELDS = (
-    ("summary", ogr.OFTInteger64),
-    ("score", ogr.OFTString),
-    ("first_year", ogr.OFTInteger),
-    ("last_year", ogr.OFTInteger),
-    ("years", ogr.OFTInteger),
-    ("pixel_years", ogr.OFTInteger64),
-    ("area_m2", ogr.OFTReal),
-    ("max_z", ogr.OFTReal),
-    ("mean_z", ogr.OFTReal),
-    ("start_date", ogr.OFTDateTime),
-    ("end_date", ogr.OFTDateTime),
-)
-
-
-# A feature's year runs from its first to its last second. QGIS's temporal filter compares
-# with the frame's ends: against date fields it shows a feature a frame early, and the
-# GeoPackage provider compares datetimes as text, so 1 January next year would count as in it.
-def _year_start(year: int) -> str:
-    return f"{year:04d}-01-01T00:00:00Z"
-
-
-def _year_end(year: int) -> str:
-    return f"{year:04d}-12-31T23:59:59Z"
-
-
-def _set_fields(feature, values: dict) -> None:
-    # By index: looking fields up by name is most of the cost of writing a feature.
-    definition = feature.GetDefnRef()
-    for name, value in values.items():
-        feature.SetField(definition.GetFieldIndex(name), value)
-
-
-def _add_fields(layer, fields) -> None:
-    for name, kind in fields:
-        layer.CreateField(ogr.FieldDefn(name, kind))
-
-
-def _polygons_by_region(layer):
-    """(region id, multipolygon) in region order; GDAL emits polygons in raster order, and
-    would give a region two polygons only if its pixels were not connected (they are)."""
-    layer.ResetReading()
-    fids: dict[int, list[int]] = {}
-    for feature in layer:
-        fids.setdefault(feature.GetField(0), []).append(feature.GetFID())
-    for region in sorted(fids):
-        geometry = ogr.Geometry(ogr.wkbMultiPolygon)
-        for fid in fids[region]:
-            feature = layer.GetFeature(fid)  # owns its geometry: keep it while copying
-            geometry.AddGeometry(feature.GetGeometryRef())
-        yield region, geometry
-
-
-class AreaMeter:
-    """Areas in m2 of geometries in the output's CRS: projected CRSs as they are, geographic
-    ones in one Lambert azimuthal equal-area projection centred on the output (equal-area
-    everywhere, so one projection serves every region)."""
-
-    def __init__(self, srs, grid: Grid):
-        self.unit = 1.0
-        self.transform = None
-        if srs is not None and srs.IsProjected():
-            self.unit = srs.GetLinearUnits() ** 2
-        elif srs is not None:
-            xmin, ymin, xmax, ymax = grid.bbox
-            equal_area = osr.SpatialReference()
-            equal_area.SetLAEA((ymin + ymax) / 2, (xmin + xmax) / 2, 0, 0)
-            equal_area.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            self.transform = osr.CoordinateTransformation(srs, equal_area)
-
-    def area_m2(self, geometry) -> float:
-        if self.transform is None:
-            return geometry.GetArea() * self.unit
-        projected = geometry.Clone()
-        projected.Transform(self.transform)
-        return projected.GetArea()
