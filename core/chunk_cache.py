@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import ParameterError
@@ -130,14 +130,8 @@ class ChunkCache:
                 state.write_error = state.write_error or f"{exc.strerror or exc} ({self.folder})"
             return
         with state.lock:
-            known = state.size is not None
-            state.size = (state.size or 0) + size
             state.unscanned += size
-            due = (
-                not known
-                or state.size > self.max_bytes
-                or state.unscanned > self.max_bytes * RESCAN
-            )
+            due = not state.scanned or state.unscanned > self.max_bytes * RESCAN
         if due:
             self.evict()
 
@@ -147,6 +141,7 @@ class ChunkCache:
         state = _state(self.folder)
         with state.evicting:
             with state.lock:
+                state.scanned = True
                 state.unscanned = 0  # what this process writes from now on the scan may miss
             entries, total = [], 0
             now = time.time()
@@ -167,8 +162,6 @@ class ChunkCache:
                         total -= size
                         with state.lock:
                             state.evicted += 1
-            with state.lock:
-                state.size = total + state.unscanned
 
     def size(self) -> int:
         """Bytes the folder's entries take now (a scan)."""
@@ -178,15 +171,7 @@ class ChunkCache:
         """What this process has read from and fetched into the folder so far."""
         state = _state(self.folder)
         with state.lock:
-            return CacheCounts(
-                state.hits,
-                state.hit_bytes,
-                state.fetched,
-                state.fetched_bytes,
-                state.damaged,
-                state.evicted,
-                state.write_error,
-            )
+            return CacheCounts(**{f.name: getattr(state, f.name) for f in fields(CacheCounts)})
 
     def _path(self, name: str) -> Path:
         return Path(self.folder) / name[:2] / f"{name}{ENTRY_SUFFIX}"
@@ -203,15 +188,14 @@ class CacheCounts:
     write_error: str | None = None
 
     def since(self, before: CacheCounts) -> CacheCounts:
-        return CacheCounts(
-            self.hits - before.hits,
-            self.hit_bytes - before.hit_bytes,
-            self.fetched - before.fetched,
-            self.fetched_bytes - before.fetched_bytes,
-            self.damaged - before.damaged,
-            self.evicted - before.evicted,
-            self.write_error if self.write_error != before.write_error else None,
-        )
+        """The counts since `before`; the write error only if it is a new one."""
+        numbers = {
+            f.name: getattr(self, f.name) - getattr(before, f.name)
+            for f in fields(self)
+            if f.name != "write_error"
+        }
+        error = self.write_error if self.write_error != before.write_error else None
+        return CacheCounts(**numbers, write_error=error)
 
     def describe(self, folder: str) -> str:
         """The log line: hits and bytes from the cache, fetched and kept, damaged, evicted."""
@@ -234,7 +218,7 @@ class CacheCounts:
 class _FolderState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     evicting: threading.Lock = field(default_factory=threading.Lock)
-    size: int | None = None  # what this process believes the folder holds (None: not scanned)
+    scanned: bool = False  # this process has scanned the folder at least once
     unscanned: int = 0  # bytes this process wrote since its last scan began
     hits: int = 0
     hit_bytes: int = 0
