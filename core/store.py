@@ -25,7 +25,7 @@ from .chunk_cache import ChunkCache
 from .credentials import StorageOptions, fsspec_options, remember_secrets
 from .errors import StoreError
 from .failures import plain_cause
-from .first_reads import FirstReadsStore, forget_first_reads, opening_keys
+from .first_reads import COORDINATES, FirstReadsStore, forget_first_reads, opening_keys
 from .grid import Grid
 from .quantisation import Quantisation
 from .retry import DEFAULT_POLICY, RetryingStore, RetryPolicy
@@ -223,7 +223,7 @@ def open_embedding_store(
 def _embedding_store(group, url, variable, options, retry, cache) -> EmbeddingStore:
     # The members' metadata at once, then the coordinates' values at once: two round trips
     # after the group's, where one member after another took six at 50-100 ms each.
-    array, time, band = _members(group, (variable, "time", "band"))
+    array, time, band = _members(group, (variable, *COORDINATES))  # what opening_keys guesses
     if not isinstance(array, zarr.Array):
         found = sorted(_array_names(group))
         raise StoreError(
