@@ -258,3 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
         except OSError:
             pass
+
+
+def through(proxy: FaultProxy, s3_storage_options: dict) -> dict:
+    """The S3 server's storage options with requests going through the proxy."""
+    return {**s3_storage_options, "endpoint_url": proxy.url}

@@ -22,9 +22,6 @@ from embedding_change.core.chunk_cache import CACHE_DIR_VARIABLE, ChunkCache
 from embedding_change.core.errors import ParameterError
 from embedding_change.core.synthetic import write_aef_like_store
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fault_proxy import FaultProxy  # noqa: E402
-
 BUCKET = "chunk-cache"
 SHAPE = (512, 768)  # 2 x 3 chunks of 256 x 256
 BANDS = 16
@@ -71,13 +68,6 @@ def stores(s3_server, s3_storage_options):
 def expected_scores(url, options):
     values = zarr.open_group(url, mode="r", storage_options=options)["embeddings"][...]
     return kernels.change_scores(values, signed_square=True, nodata=-128)
-
-
-@pytest.fixture
-def proxy(s3_server):
-    proxy = FaultProxy(s3_server)
-    yield proxy
-    proxy.stop()
 
 
 def view_bbox(store_url, options, view):
