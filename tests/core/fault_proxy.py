@@ -29,6 +29,12 @@ ERROR_CODES = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops the SYNs of a run's 9-32 simultaneous connections;
+    # the client sends them again after 1 s, 3 s: requests late by the proxy, not the engine.
+    request_queue_size = 128
+
+
 @dataclass
 class Rule:
     """Hit matching requests with `action`: status, reset, short, short_checksum, stall, hang,
@@ -81,7 +87,7 @@ class FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -124,7 +130,7 @@ class FaultProxy:
         old = self._server
         port = old.server_address[1]
         old.shutdown()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), old.RequestHandlerClass)
+        self._server = _Server(("127.0.0.1", port), old.RequestHandlerClass)
         self._server.daemon_threads = True
         self.gone = False
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -146,12 +146,7 @@ def test_a_slow_server_within_the_deadline_needs_no_retry(
     remote_store, proxy, s3_storage_options, tmp_path
 ):
     proxy.add(Rule("stall", "GET", CHUNKS, seconds=0.5, every=3))
-    # Without read-ahead: 32 requests at once queue in moto (which reads the whole shard for
-    # each range) and push some past the 2 s request timeout, which is a slow server beyond
-    # the deadline, not this test's case.
-    ds, lines = run_remote(
-        remote_store, proxy, s3_storage_options, tmp_path / "out.zarr", read_ahead=0
-    )
+    ds, lines = run_remote(remote_store, proxy, s3_storage_options, tmp_path / "out.zarr")
 
     np.testing.assert_array_equal(ds.scores.values, remote_store[1])
     assert ds.attrs["embedding_change:retries"] == 0

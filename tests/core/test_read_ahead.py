@@ -55,8 +55,7 @@ def test_the_open_asks_for_everything_it_reads_in_one_round(
     """Group, members and coordinates at once: against a slow server, every request of the
     open is in flight together, where zarr alone asks in three rounds."""
     url, local = mosaic_on_s3
-    # 1 s each: on a loaded machine the nine requests can reach the proxy 0.3 s apart.
-    proxy.add(Rule("stall", method="GET", seconds=1.0))
+    proxy.add(Rule("stall", method="GET", seconds=0.3))
     source = open_embedding_store(url, storage_options=through(proxy, s3_storage_options))
 
     assert proxy.most_in_flight == proxy.requests, proxy.seen
